@@ -1,0 +1,90 @@
+"""Patch tokenizers, the pixel head, and the checks every model runs on its inputs.
+
+Input tokens: image scaled to [-1, 1] concatenated with the Plücker ray (o x d, d), 9 channels,
+patchified in (patch-row, patch-col, channel) order; target tokens: the 6 Plücker channels only.
+The head is LayerNorm, Linear, Sigmoid (reference).
+"""
+
+import torch
+import torch.nn as nn
+from einops import rearrange
+from einops.layers.torch import Rearrange
+
+from model.blocks import init_linear, layer_norm
+from utils.geometry import check_intrinsics, check_poses, compute_rays, plucker
+
+RGB_PLUCKER_CHANNELS = 9
+PLUCKER_CHANNELS = 6
+
+
+def patch_tokenizer(in_channels: int, patch: int, dim: int) -> nn.Sequential:
+    """[b, v, c, h, w] -> [b*v, (h/p)*(w/p), d]; module `.1` is the Linear (reference key names)."""
+    tokenizer = nn.Sequential(
+        Rearrange("b v c (hh p) (ww q) -> (b v) (hh ww) (p q c)", p=patch, q=patch),
+        nn.Linear(in_channels * patch * patch, dim, bias=False),
+    )
+    tokenizer.apply(init_linear)
+    return tokenizer
+
+
+def pixel_head(dim: int, patch: int, norm_affine: bool) -> nn.Sequential:
+    """[B, n, d] -> [B, n, p*p*3] in (0, 1)."""
+    head = nn.Sequential(layer_norm(dim, norm_affine), nn.Linear(dim, patch * patch * 3, bias=False), nn.Sigmoid())
+    head.apply(init_linear)
+    return head
+
+
+def untokenize(pixels: torch.Tensor, b: int, h: int, w: int, patch: int) -> torch.Tensor:
+    """[b*v, (h/p)*(w/p), p*p*3] -> images [b, v, 3, h, w]."""
+    return rearrange(
+        pixels, "(b v) (hh ww) (p q c) -> b v c (hh p) (ww q)", b=b, hh=h // patch, p=patch, q=patch, c=3
+    )
+
+
+def ray_map(c2w: torch.Tensor, fxfycxcy: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Plücker map [b, v, 6, h, w] of each view's pixel-centre rays, in fp32."""
+    ray_o, ray_d = compute_rays(c2w.float(), fxfycxcy.float(), h, w)  # [b, v, 3, h, w] each
+    return plucker(ray_o, ray_d)
+
+
+def posed_images(images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] [b, v, 3, h, w] -> tokenizer input [b, v, 9, h, w]."""
+    h, w = images.shape[-2:]
+    return torch.cat([images.float() * 2.0 - 1.0, ray_map(c2w, fxfycxcy, h, w)], dim=2)
+
+
+def check_views(
+    images: torch.Tensor | None, c2w: torch.Tensor, fxfycxcy: torch.Tensor, patch: int, what: str,
+    image_size: tuple[int, int] | None = None,
+) -> None:
+    """Validate one set of views at the model's entry; errors name `what` and the culprit."""
+    if images is not None:
+        if images.dim() != 5 or images.shape[2] != 3:
+            raise ValueError(f"{what} images must be [b, v, 3, h, w], got shape {tuple(images.shape)}")
+        image_size = tuple(images.shape[-2:])
+        if not torch.isfinite(images).all():
+            raise ValueError(f"{what} images contain non-finite values")
+    h, w = image_size
+    if h % patch or w % patch:
+        raise ValueError(f"{what} image size {h}x{w} is not a multiple of the patch size {patch}")
+    check_poses(c2w, name=f"{what} c2w")
+    check_intrinsics(fxfycxcy, name=f"{what} fxfycxcy")
+    lead = tuple(c2w.shape[:2])
+    if c2w.dim() != 4 or tuple(fxfycxcy.shape[:2]) != lead or (images is not None and tuple(images.shape[:2]) != lead):
+        shapes = f"c2w {tuple(c2w.shape)}, fxfycxcy {tuple(fxfycxcy.shape)}"
+        if images is not None:
+            shapes += f", images {tuple(images.shape)}"
+        raise ValueError(f"{what} views disagree on [b, v]: {shapes}")
+
+
+def patch_size_of(cfg) -> int:
+    """Validate the tokenizer section of a ModelConfig; returns the patch size."""
+    for key, section, expected in (("image_tokenizer", cfg.image_tokenizer, RGB_PLUCKER_CHANNELS),
+                                   ("target_pose_tokenizer", cfg.target_pose_tokenizer, PLUCKER_CHANNELS)):
+        if section.in_channels != expected:
+            raise ValueError(f"model.{key}.in_channels={section.in_channels}: only the default Plücker "
+                             f"embedding is supported, which needs {expected} channels")
+    if cfg.image_tokenizer.patch_size != cfg.target_pose_tokenizer.patch_size:
+        raise ValueError(f"model.image_tokenizer.patch_size={cfg.image_tokenizer.patch_size} differs from "
+                         f"model.target_pose_tokenizer.patch_size={cfg.target_pose_tokenizer.patch_size}")
+    return cfg.image_tokenizer.patch_size

@@ -1,0 +1,265 @@
+"""Typed configuration: one schema, YAML presets, command-line overrides, clear errors.
+
+    cfg = load_config("configs/efficient_lvsm_256.yaml", ["training.lr=1e-4"])
+
+The schema is a superset of the reference implementations' keys (their published YAML files load
+unchanged). Overrides are `key=value`; the reference scripts' `key = value` form (three argv
+tokens) is accepted too. An unknown key is an error naming it and the closest valid key; a value
+of the wrong type names the key and the type expected. The result is read-only (OmegaConf struct
+mode): derived numbers are computed where they are used, never written back.
+"""
+
+import difflib
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from model.config import ModelConfig
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+@dataclass
+class ViewSelectorConfig:
+    min_frame_dist: int = 25  # reference defaults (LVSM scene configs)
+    max_frame_dist: int = 192
+
+
+@dataclass
+class TrainingConfig:
+    # data
+    dataset_name: str = "data.dataset_scene.Dataset"
+    dataset_path: str = "data/train/full_list.txt"
+    dataset_len: Optional[int] = None
+    num_views: int = 8
+    num_input_views: int = 2
+    num_target_views: int = 6
+    target_has_input: bool = True
+    square_crop: bool = True
+    center_crop: bool = True
+    scene_scale_factor: float = 1.35
+    use_rel_pose: bool = False
+    view_selector: ViewSelectorConfig = field(default_factory=ViewSelectorConfig)
+    use_view_masking: bool = False
+    view_mask_strategy: str = "unified"
+    view_min: int = 2
+    view_max: int = 2
+    num_workers: int = 4
+    num_threads: int = 8
+    prefetch_factor: int = 32
+    # optimization (reference Efficient-LVSM values)
+    batch_size_per_gpu: int = 2
+    grad_accum_steps: int = 1
+    lr: float = 4e-4
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.05
+    warmup: int = 3000
+    scheduler_type: str = "constant"
+    train_steps: int = 100000
+    train_epochs: Optional[int] = None
+    train_time: Optional[float] = None  # hours
+    grad_clip_norm: float = 1.0
+    allowed_gradnorm_factor: float = 5.0
+    use_amp: bool = True
+    amp_dtype: str = "bf16"
+    use_tf32: bool = True
+    use_compile: bool = False
+    gradient_checkpoint: bool = False
+    grad_checkpoint_every: int = 1
+    # losses
+    l2_loss_weight: float = 1.0
+    perceptual_loss_weight: float = 0.5
+    lpips_loss_weight: float = 0.0
+    enable_repa: bool = False
+    proj_loss_weight: float = 0.5
+    proj_loss_type: str = "sl1"
+    # checkpoints and logging
+    checkpoint_dir: str = "./experiments/checkpoints"
+    checkpoint_every: int = 2000
+    checkpoint_every_epoch: Optional[int] = None
+    checkpoint_every_time: Optional[float] = None
+    print_every: int = 20
+    vis_every: int = 1000
+    wandb_project: str = "LVSM"
+    wandb_exp_name: str = "efficient_lvsm"
+    wandb_log_every: int = 50
+    api_key_path: Optional[str] = None
+    backup_code: bool = False
+    seed: int = 0
+
+
+@dataclass
+class RenderVideoConfig:
+    traj_type: str = "interpolate"
+    num_frames: int = 60
+    loop_video: bool = True
+    order_poses: bool = False
+
+
+@dataclass
+class InferenceConfig:
+    if_inference: bool = False
+    compute_metrics: bool = False
+    view_idx_file_path: Optional[str] = "./data/evaluation_index_re10k.json"
+    resize: bool = False
+    render_video: bool = False
+    render_video_config: RenderVideoConfig = field(default_factory=RenderVideoConfig)
+    use_incremental_inference: bool = False
+    checkpoint_dir: Optional[str] = None  # the reference's name for the checkpoint file to evaluate
+    inference_out_dir: Optional[str] = None
+
+
+@dataclass
+class DemoConfig:
+    rotate_x: float = 0.0
+    rotate_y: float = 0.0
+    rotate_z: float = 0.0
+    translate_x: float = 0.0
+    translate_y: float = 0.0
+    translate_z: float = 0.0
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    inference_out_dir: Optional[str] = None  # LVSM's eval command sets it at the top level
+
+
+def _schema_paths(schema: type, prefix: str = "") -> dict[str, type]:
+    """Every valid dotted key of a dataclass schema, mapped to its field type."""
+    hints = typing.get_type_hints(schema)
+    paths = {}
+    for f in fields(schema):
+        path = f"{prefix}{f.name}"
+        paths[path] = hints[f.name]
+        if is_dataclass(hints[f.name]):
+            paths.update(_schema_paths(hints[f.name], path + "."))
+    return paths
+
+
+_PATHS = _schema_paths(Config)
+
+
+def _suggest(path: str) -> str:
+    """' (did you mean ...?)' for an unknown dotted key, or ''."""
+    parent, _, leaf = path.rpartition(".")
+    # The right name under another section (training.d_head -> model.transformer.d_head) first,
+    # then a near spelling among its siblings, then anywhere.
+    close = [p for p in _PATHS if p.rpartition(".")[2] == leaf][:1]
+    siblings = [p for p in _PATHS if p.rpartition(".")[0] == parent]
+    close = close or difflib.get_close_matches(path, siblings, n=1, cutoff=0.6)
+    close = close or difflib.get_close_matches(path, list(_PATHS), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_keys(node: Any, schema: type, where: str, prefix: str = "") -> None:
+    """Raise ConfigError for the first key of `node` that the schema does not know."""
+    if not isinstance(node, dict):
+        raise ConfigError(f"{where}: '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {node!r}")
+    hints = typing.get_type_hints(schema)
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if key not in hints:
+            raise ConfigError(f"{where}: unknown config key '{path}'{_suggest(path)}")
+        if is_dataclass(hints[key]) and value is not None:
+            _check_keys(value, hints[key], where, path + ".")
+
+
+def _type_name(tp: type) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return f"{args[0].__name__} or null" if args else getattr(tp, "__name__", str(tp))
+
+
+def _merge(base: DictConfig, data: dict, where: str) -> DictConfig:
+    _check_keys(data, Config, where)
+    try:
+        return OmegaConf.merge(base, data)
+    except OmegaConfBaseException as err:
+        key = err.full_key or "?"
+        expected = _type_name(_PATHS[key]) if key in _PATHS else "a value of the schema's type"
+        raise ConfigError(
+            f"{where}: config key '{key}' expects {expected}, got {err.value!r}"
+        ) from None
+
+
+def join_overrides(tokens: Sequence[str]) -> list[str]:
+    """Turn argv tokens into `key=value` strings, accepting `key = value` and `key= value`."""
+    joined, i = [], 0
+    tokens = list(tokens)
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.endswith("=") and i + 1 < len(tokens):  # "key=" "value" or "key" "=" "value"
+            joined.append(tok + tokens[i + 1])
+            i += 2
+        elif "=" not in tok and i + 1 < len(tokens) and tokens[i + 1].startswith("="):
+            nxt = tokens[i + 1]
+            if nxt == "=" and i + 2 < len(tokens):
+                joined.append(f"{tok}={tokens[i + 2]}")
+                i += 3
+            else:
+                joined.append(tok + nxt)
+                i += 2
+        elif "=" not in tok:
+            raise ConfigError(f"override '{tok}' is not of the form key=value")
+        else:
+            joined.append(tok)
+            i += 1
+    return joined
+
+
+def _overrides_to_dict(overrides: Sequence[str]) -> dict:
+    """Nested dict from `key=value` strings; values are parsed as YAML scalars (1e-4, true, null)."""
+    nested: dict = {}
+    for item in join_overrides(overrides):
+        key, _, raw = item.partition("=")
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw.strip()) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw.strip()
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is set twice, as a value and a section")
+        node[parts[-1]] = value
+    return nested
+
+
+def config_from_dict(data: Optional[dict], overrides: Sequence[str] = (), where: str = "config") -> DictConfig:
+    """Validated, read-only config from a plain dict (e.g. one stored in a checkpoint)."""
+    cfg = OmegaConf.structured(Config)
+    cfg = _merge(cfg, data or {}, where)
+    if overrides:
+        cfg = _merge(cfg, _overrides_to_dict(overrides), "command-line override")
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
+    """Read a YAML preset, apply `key=value` overrides, validate against the schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return config_from_dict(data, overrides, where=str(path))
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    """Plain dict of a config, for checkpoints and logs."""
+    return OmegaConf.to_container(cfg, resolve=True)
