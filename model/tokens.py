@@ -43,8 +43,9 @@ def untokenize(pixels: torch.Tensor, b: int, h: int, w: int, patch: int) -> torc
 
 def ray_map(c2w: torch.Tensor, fxfycxcy: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Plücker map [b, v, 6, h, w] of each view's pixel-centre rays, in fp32."""
-    ray_o, ray_d = compute_rays(c2w.float(), fxfycxcy.float(), h, w)  # [b, v, 3, h, w] each
-    return plucker(ray_o, ray_d)
+    with torch.autocast(c2w.device.type, enabled=False):  # rays stay fp32 under bf16 autocast
+        ray_o, ray_d = compute_rays(c2w.float(), fxfycxcy.float(), h, w)  # [b, v, 3, h, w] each
+        return plucker(ray_o, ray_d)
 
 
 def posed_images(images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor) -> torch.Tensor:

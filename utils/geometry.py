@@ -13,6 +13,7 @@ Conventions (stated once here; other conventions are converted at the boundary):
 Functions are batched over leading dimensions ``...`` where the docstring shows them.
 """
 
+import functools
 import math
 
 import torch
@@ -33,15 +34,10 @@ def _check_shape(x: torch.Tensor, tail: tuple, name: str) -> None:
 
 def _float_dtype(*xs: torch.Tensor) -> torch.dtype:
     """At least float32; float64 stays float64."""
-    dtype = torch.float32
-    for x in xs:
-        dtype = torch.promote_types(dtype, x.dtype)
-    return dtype
+    return functools.reduce(torch.promote_types, [x.dtype for x in xs], torch.float32)
 
 
 # ----------------------------------------------------------------------------- rays
-
-
 def compute_rays(c2w: torch.Tensor, fxfycxcy: torch.Tensor, h: int, w: int):
     """Rays through every pixel centre.
 
@@ -53,15 +49,12 @@ def compute_rays(c2w: torch.Tensor, fxfycxcy: torch.Tensor, h: int, w: int):
     _check_shape(fxfycxcy, (4,), "fxfycxcy")
     dtype = _float_dtype(c2w, fxfycxcy)
     c2w, k = c2w.to(dtype), fxfycxcy.to(dtype)
-    ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=dtype, device=c2w.device) + 0.5,
-        torch.arange(w, dtype=dtype, device=c2w.device) + 0.5,
-        indexing="ij",
-    )  # [h, w] each
+    rows = torch.arange(h, dtype=dtype, device=c2w.device) + 0.5  # pixel centres
+    cols = torch.arange(w, dtype=dtype, device=c2w.device) + 0.5
+    ys, xs = torch.meshgrid(rows, cols, indexing="ij")  # [h, w] each
     fx, fy, cx, cy = (k[..., i, None, None] for i in range(4))  # [..., 1, 1]
     x_cam = (xs - cx) / fx  # [..., h, w]
     y_cam = (ys - cy) / fy  # [..., h, w]
-    x_cam, y_cam = torch.broadcast_tensors(x_cam, y_cam)
     d_cam = torch.stack([x_cam, y_cam, torch.ones_like(x_cam)], dim=-3)  # [..., 3, h, w]
     ray_d = torch.einsum("...ij,...jhw->...ihw", c2w[..., :3, :3], d_cam)  # [..., 3, h, w]
     ray_d = ray_d / ray_d.norm(dim=-3, keepdim=True)
@@ -72,15 +65,12 @@ def compute_rays(c2w: torch.Tensor, fxfycxcy: torch.Tensor, h: int, w: int):
 def plucker(ray_o: torch.Tensor, ray_d: torch.Tensor) -> torch.Tensor:
     """Plücker coordinates: ray_o, ray_d [..., 3, h, w] -> [..., 6, h, w] = (o x d, d)."""
     if ray_o.shape != ray_d.shape or ray_o.ndim < 3 or ray_o.shape[-3] != 3:
-        raise ValueError(
-            f"ray_o and ray_d must both be [..., 3, h, w], got {list(ray_o.shape)} and {list(ray_d.shape)}"
-        )
+        raise ValueError(f"ray_o and ray_d must both be [..., 3, h, w], "
+                         f"got {list(ray_o.shape)} and {list(ray_d.shape)}")
     return torch.cat([torch.cross(ray_o, ray_d, dim=-3), ray_d], dim=-3)
 
 
 # ----------------------------------------------------------------------------- intrinsics
-
-
 def resize_intrinsics(fxfycxcy: torch.Tensor, scale_x, scale_y) -> torch.Tensor:
     """Intrinsics [..., 4] after resizing the image by scale_x = new_w / old_w, scale_y = new_h / old_h.
 
@@ -124,15 +114,15 @@ def project_points(points_world: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torc
     _check_shape(c2w, (4, 4), "c2w")
     _check_shape(fxfycxcy, (4,), "fxfycxcy")
     w2c = invert_pose(c2w)
-    p_cam = torch.einsum("...ij,...nj->...ni", w2c[..., :3, :3], points_world) + w2c[..., None, :3, 3]  # [..., n, 3]
+    p_cam = torch.einsum("...ij,...nj->...ni", w2c[..., :3, :3], points_world)
+    p_cam = p_cam + w2c[..., None, :3, 3]  # [..., n, 3]
     depth = p_cam[..., 2]  # [..., n]
-    uv = p_cam[..., :2] / depth[..., None] * fxfycxcy[..., None, :2] + fxfycxcy[..., None, 2:]  # [..., n, 2]
+    uv = p_cam[..., :2] / depth[..., None] * fxfycxcy[..., None, :2]
+    uv = uv + fxfycxcy[..., None, 2:]  # [..., n, 2]
     return uv, depth
 
 
 # ----------------------------------------------------------------------------- poses
-
-
 def invert_pose(T: torch.Tensor) -> torch.Tensor:
     """Rigid inverse of [..., 4, 4]: (R, t) -> (R^T, -R^T t)."""
     _check_shape(T, (4, 4), "T")
@@ -163,30 +153,32 @@ def check_poses(c2w: torch.Tensor, name: str = "c2w") -> None:
     """Raise ValueError unless c2w is [..., 4, 4], finite, last row [0, 0, 0, 1] (tol 1e-4)
     and with a proper rotation (R^T R = I within 1e-3, det > 0)."""
     _check_shape(c2w, (4, 4), name)
+    where = f"{name} of shape {list(c2w.shape)}"
     bad = (~torch.isfinite(c2w)).sum().item()
     if bad:
-        raise ValueError(f"{name} of shape {list(c2w.shape)} has {bad} non-finite entries")
-    last = c2w[..., 3, :] - c2w.new_tensor([0.0, 0.0, 0.0, 1.0])
-    if last.numel() and last.abs().max() > 1e-4:
-        raise ValueError(f"{name} of shape {list(c2w.shape)} must have last row [0, 0, 0, 1], "
-                         f"off by up to {last.abs().max().item():.3g}")
+        raise ValueError(f"{where} has {bad} non-finite entries")
+    if c2w.numel() == 0:
+        return
+    last = (c2w[..., 3, :] - c2w.new_tensor([0.0, 0.0, 0.0, 1.0])).abs().max().item()
+    if last > 1e-4:
+        raise ValueError(f"{where} must have last row [0, 0, 0, 1], off by up to {last:.3g}")
     r = c2w[..., :3, :3].double()
-    err = (r.transpose(-1, -2) @ r - torch.eye(3, dtype=r.dtype, device=r.device)).abs()
-    if err.numel() and err.max() > 1e-3:
-        raise ValueError(f"{name} of shape {list(c2w.shape)} must have an orthonormal rotation, "
-                         f"R^T R is off identity by up to {err.max().item():.3g}")
-    if r.numel() and (torch.linalg.det(r) < 0).any():
-        raise ValueError(f"{name} of shape {list(c2w.shape)} has a reflection (det < 0), not a rotation")
+    err = (r.transpose(-1, -2) @ r - torch.eye(3, dtype=r.dtype, device=r.device)).abs().max().item()
+    if err > 1e-3:
+        raise ValueError(f"{where} must have an orthonormal rotation, R^T R is off I by up to {err:.3g}")
+    if (torch.linalg.det(r) < 0).any():
+        raise ValueError(f"{where} has a reflection (det < 0), not a rotation")
 
 
 def check_intrinsics(fxfycxcy: torch.Tensor, name: str = "fxfycxcy") -> None:
     """Raise ValueError unless fxfycxcy is [..., 4], finite, with fx > 0 and fy > 0."""
     _check_shape(fxfycxcy, (4,), name)
+    where = f"{name} of shape {list(fxfycxcy.shape)}"
     bad = (~torch.isfinite(fxfycxcy)).sum().item()
     if bad:
-        raise ValueError(f"{name} of shape {list(fxfycxcy.shape)} has {bad} non-finite entries")
+        raise ValueError(f"{where} has {bad} non-finite entries")
     if (fxfycxcy[..., :2] <= 0).any():
-        raise ValueError(f"{name} of shape {list(fxfycxcy.shape)} must have fx > 0 and fy > 0, "
+        raise ValueError(f"{where} must have fx > 0 and fy > 0, "
                          f"smallest is {fxfycxcy[..., :2].min().item():.3g}")
 
 
@@ -227,14 +219,9 @@ def normalize_scene_poses(c2w: torch.Tensor, scene_scale_factor: float = 1.35) -
 
 
 # ----------------------------------------------------------------------------- trajectories
-
-
 def _rotmat_to_quat(R: torch.Tensor) -> torch.Tensor:
     """[..., 3, 3] rotations -> [..., 4] unit quaternions (w, x, y, z)."""
-    m = R.unbind(-1)  # columns
-    m00, m10, m20 = m[0].unbind(-1)
-    m01, m11, m21 = m[1].unbind(-1)
-    m02, m12, m22 = m[2].unbind(-1)
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = R.flatten(-2).unbind(-1)  # row-major
     # 4 |q_i| from the diagonal; solving from the largest one avoids dividing by a tiny number.
     four_sq = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22,
                            1 - m00 + m11 - m22, 1 - m00 - m11 + m22], dim=-1)  # [..., 4]
@@ -264,9 +251,7 @@ def _slerp(q0: torch.Tensor, q1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Shortest-arc slerp of [..., 4] unit quaternions at t [...]."""
     dot = (q0 * q1).sum(-1, keepdim=True)
     q1 = torch.where(dot < 0, -q1, q1)  # q and -q are the same rotation; take the short way
-    dot = dot.abs().clamp(max=1.0)
-    theta = torch.acos(dot)
-    t = t[..., None]
+    theta, t = torch.acos(dot.abs().clamp(max=1.0)), t[..., None]
     sin = torch.sin(theta)
     near = sin < 1e-6  # nearly equal rotations: lerp is exact to first order and avoids 0 / 0
     w0 = torch.where(near, 1 - t, torch.sin((1 - t) * theta) / torch.where(near, 1.0, sin))
@@ -274,7 +259,15 @@ def _slerp(q0: torch.Tensor, q1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return F.normalize(w0 * q0 + w1 * q1, dim=-1)
 
 
-def interpolate_trajectory(c2w: torch.Tensor, fxfycxcy: torch.Tensor, num_frames: int, loop: bool = False):
+def _check_path_args(c2w: torch.Tensor, num_frames: int) -> None:
+    if c2w.ndim != 3 or tuple(c2w.shape[1:]) != (4, 4) or c2w.shape[0] < 1:
+        raise ValueError(f"c2w must have shape [v, 4, 4] with v >= 1, got {list(c2w.shape)}")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+
+
+def interpolate_trajectory(c2w: torch.Tensor, fxfycxcy: torch.Tensor, num_frames: int,
+                           loop: bool = False):
     """A camera path through c2w [v, 4, 4] with intrinsics fxfycxcy [v, 4].
 
     Piecewise between consecutive cameras: rotation by slerp, translation and intrinsics linearly;
@@ -283,12 +276,10 @@ def interpolate_trajectory(c2w: torch.Tensor, fxfycxcy: torch.Tensor, num_frames
     video repeats seamlessly. v = 1 gives num_frames copies.
     Returns (c2w [num_frames, 4, 4], fxfycxcy [num_frames, 4]).
     """
-    if c2w.ndim != 3 or tuple(c2w.shape[1:]) != (4, 4) or c2w.shape[0] < 1:
-        raise ValueError(f"c2w must have shape [v, 4, 4] with v >= 1, got {list(c2w.shape)}")
+    _check_path_args(c2w, num_frames)
     if tuple(fxfycxcy.shape) != (c2w.shape[0], 4):
-        raise ValueError(f"fxfycxcy must have shape [{c2w.shape[0]}, 4] to match c2w, got {list(fxfycxcy.shape)}")
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        raise ValueError(f"fxfycxcy must have shape [{c2w.shape[0]}, 4] to match c2w, "
+                         f"got {list(fxfycxcy.shape)}")
     v = c2w.shape[0]
     if v == 1:
         return c2w.expand(num_frames, 4, 4).clone(), fxfycxcy.expand(num_frames, 4).clone()
@@ -300,7 +291,7 @@ def interpolate_trajectory(c2w: torch.Tensor, fxfycxcy: torch.Tensor, num_frames
     else:
         idx_next = torch.arange(1, v, device=c2w.device)
         t = torch.linspace(0, v - 1, num_frames, dtype=dtype, device=c2w.device)  # [num_frames]
-    seg = t.floor().long().clamp(max=len(idx_next) - 1)  # [num_frames]; the end lands on the last segment
+    seg = t.floor().long().clamp(max=len(idx_next) - 1)  # [num_frames]; t = v - 1 ends the last one
     alpha = t - seg  # [num_frames] in [0, 1]
     a, b = seg, idx_next[seg]
     q = _rotmat_to_quat(c2w[:, :3, :3])  # [v, 4]
@@ -318,7 +309,8 @@ def _axes_convergence_depth(c2w: torch.Tensor, centre, forward) -> float:
     """Depth along `forward` from `centre` of the point nearest to all optical axes, or the
     default when the axes are near parallel (no well-defined point) or meet behind the cameras."""
     d = F.normalize(c2w[:, :3, 2].double(), dim=-1)  # [v, 3]
-    proj = torch.eye(3, dtype=d.dtype, device=d.device) - d[:, :, None] * d[:, None, :]  # [v, 3, 3] off-axis projectors
+    eye = torch.eye(3, dtype=d.dtype, device=d.device)
+    proj = eye - d[:, :, None] * d[:, None, :]  # [v, 3, 3]: projectors onto each axis' normal plane
     A, rhs = proj.sum(0), (proj @ c2w[:, :3, 3:].double()).sum(0)
     eig = torch.linalg.eigvalsh(A)
     if eig[0] < 1e-2 * eig[-1]:
@@ -341,10 +333,7 @@ def spiral_trajectory(c2w: torch.Tensor, num_frames: int, radius_scale: float = 
     nearest all optical axes, or 1.0 (about the size of a normalized scene) when the axes are near
     parallel or meet behind the cameras. Returns c2w [num_frames, 4, 4].
     """
-    if c2w.ndim != 3 or tuple(c2w.shape[1:]) != (4, 4) or c2w.shape[0] < 1:
-        raise ValueError(f"c2w must have shape [v, 4, 4] with v >= 1, got {list(c2w.shape)}")
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    _check_path_args(c2w, num_frames)
     c2w = c2w.to(_float_dtype(c2w))
     right, down, forward, centre = _mean_frame(c2w)  # [3] each
     if focus_distance is None:
@@ -354,8 +343,10 @@ def spiral_trajectory(c2w: torch.Tensor, num_frames: int, radius_scale: float = 
     offsets = c2w[:, :3, 3] - centre  # [v, 3]
     r_x = radius_scale * max((offsets @ right).abs().max().item(), _MIN_RADIUS)
     r_y = radius_scale * max((offsets @ down).abs().max().item(), _MIN_RADIUS)
-    t = torch.arange(num_frames, dtype=c2w.dtype, device=c2w.device) * (2 * math.pi * rotations / num_frames)
-    pos = centre + r_x * t.cos()[:, None] * right + vertical_scale * r_y * t.sin()[:, None] * down  # [num_frames, 3]
+    t = torch.arange(num_frames, dtype=c2w.dtype, device=c2w.device)
+    t = t * (2 * math.pi * rotations / num_frames)  # [num_frames]; stops one step short of a lap
+    pos = centre + r_x * t.cos()[:, None] * right
+    pos = pos + vertical_scale * r_y * t.sin()[:, None] * down  # [num_frames, 3]
     focus = centre + focus_distance * forward  # [3]
     fwd = F.normalize(focus - pos, dim=-1)  # [num_frames, 3]
     rgt = F.normalize(torch.cross(down.expand_as(fwd), fwd, dim=-1), dim=-1)

@@ -1,0 +1,91 @@
+import pytest
+from omegaconf.errors import ReadonlyConfigError
+
+from model import EfficientLVSM, LVSMDecoderOnly, LVSMEncoderDecoder, build_model, resolve_model_name
+from tests.conftest import ROOT
+from utils.config import ConfigError, join_overrides, load_config
+
+OUR_CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name,cls", [("Efficient-LVSM", EfficientLVSM), ("LVSM_scene_decoder_only", LVSMDecoderOnly),
+                                      ("LVSM_scene_encoder_decoder", LVSMEncoderDecoder)])
+def test_reference_configs_load_unchanged_and_select_our_model(reference_dir, name, cls):
+    cfg = load_config(reference_dir / "configs" / f"{name}.yaml",
+                      ["model.transformer.d=64", "model.transformer.d_head=16"])  # small, to build fast
+    assert isinstance(build_model(cfg.model), cls)
+
+
+def test_reference_config_values_survive(reference_dir):
+    cfg = load_config(reference_dir / "configs" / "Efficient-LVSM.yaml")
+    assert cfg.training.lr == pytest.approx(4e-4)
+    assert cfg.training.view_selector.max_frame_dist == 192
+    assert cfg.model.transformer.n_layer == 12 and cfg.model.image_tokenizer.type == "none"
+    assert cfg.training.scene_scale_factor == pytest.approx(1.35)
+
+
+@pytest.mark.parametrize("path", OUR_CONFIGS, ids=[p.stem for p in OUR_CONFIGS])
+def test_our_configs_load(path):
+    cfg = load_config(path)
+    resolve_model_name(cfg.model.class_name)
+
+
+def test_shipped_presets_exist():
+    names = {p.stem for p in OUR_CONFIGS}
+    assert {"efficient_lvsm_256", "efficient_lvsm_512", "lvsm_decoder_only", "lvsm_encoder_decoder", "tiny"} <= names
+    assert load_config(ROOT / "configs/efficient_lvsm_512.yaml").model.image_tokenizer.image_size == 512
+    assert load_config(ROOT / "configs/lvsm_encoder_decoder.yaml").model.transformer.n_latent_vectors == 3072
+
+
+def test_overrides_in_both_forms():
+    cfg = load_config(ROOT / "configs/tiny.yaml",
+                      ["training.lr=2e-4", "training.target_has_input", "=", "false", "training.num_views=", "5",
+                       "model.transformer.n_layer = 4"])
+    assert cfg.training.lr == pytest.approx(2e-4)
+    assert cfg.training.target_has_input is False
+    assert cfg.training.num_views == 5
+    assert cfg.model.transformer.n_layer == 4
+
+
+def test_join_overrides_rejects_bare_word():
+    with pytest.raises(ConfigError, match="'lr' is not of the form key=value"):
+        join_overrides(["lr"])
+
+
+def test_unknown_key_names_it_and_suggests(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'training\.lrr' \(did you mean 'training\.lr'\?\)"):
+        load_config(ROOT / "configs/tiny.yaml", ["training.lrr=1"])
+    with pytest.raises(ConfigError, match=r"'training\.d_head' \(did you mean 'model\.transformer\.d_head'\?\)"):
+        load_config(ROOT / "configs/tiny.yaml", ["training.d_head=32"])
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("model:\n  transformer:\n    n_layers: 3\n")
+    with pytest.raises(ConfigError, match=rf"{bad}: unknown config key 'model\.transformer\.n_layers' "
+                                          r"\(did you mean 'model\.transformer\.n_layer'\?\)"):
+        load_config(bad)
+
+
+def test_wrong_type_names_key_and_type():
+    with pytest.raises(ConfigError, match=r"'training\.lr' expects float, got 'fast'"):
+        load_config(ROOT / "configs/tiny.yaml", ["training.lr=fast"])
+    with pytest.raises(ConfigError, match=r"'model\.transformer\.d' expects int"):
+        load_config(ROOT / "configs/tiny.yaml", ["model.transformer.d=wide"])
+
+
+def test_unreadable_config(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(broken)
+
+
+def test_config_is_read_only():
+    cfg = load_config(ROOT / "configs/tiny.yaml")
+    with pytest.raises(ReadonlyConfigError):
+        cfg.training.lr = 1.0
+
+
+def test_unknown_model_name_suggests():
+    with pytest.raises(ValueError, match="did you mean 'efficient_lvsm'"):
+        resolve_model_name("efficient_lvms")

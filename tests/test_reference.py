@@ -1,0 +1,76 @@
+"""scripts/check_reference.py: passes on the shipped reference vectors, reads files of other
+sizes and key prefixes, and fails when a render does not match."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from model import build_model
+from tests.conftest import ROOT, random_views
+from utils.config import config_from_dict
+
+SCRIPT = ROOT / "scripts" / "check_reference.py"
+
+
+def _run(*files):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, files)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+def test_shipped_reference_vectors_pass(reference_dir):
+    files = sorted(reference_dir.glob("*.pt"))
+    assert len(files) >= 4
+    result = _run(*files)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("ok ") == len(files)
+
+
+def _record(tmp_path, kind, b, v_in, v_t, h, w, prefix=""):
+    """A file in the reference format, rendered by our model (tests the reader, not the numbers)."""
+    class_names = {"efficient_lvsm": "model.efficient_lvsm.Images2LatentScene",
+                   "lvsm_decoder_only": "model.LVSM_scene_decoder_only.Images2LatentScene",
+                   "lvsm_encoder_decoder": "model.LVSM_scene_encoder_decoder.Images2LatentScene"}
+    transformer = {"d": 32, "d_head": 8, "n_layer": 2, "encoder_n_layer": 1, "decoder_n_layer": 1,
+                   "n_latent_vectors": 8}
+    config = {"model": {"class_name": class_names[kind], "transformer": transformer,
+                        "image_tokenizer": {"image_size": h, "patch_size": 8, "in_channels": 9}}}
+    torch.manual_seed(b * 10 + v_in)
+    model = build_model(config_from_dict(config).model).eval()
+    images, c2w, fx = random_views(b, v_in + v_t, h, w, seed=v_in)
+    with torch.no_grad():
+        render = model(images[:, :v_in], c2w[:, :v_in], fx[:, :v_in], c2w[:, v_in:], fx[:, v_in:])
+    state = {prefix + k: t for k, t in model.state_dict().items()}
+    data = {"kind": kind, "config": config, "checkpoint": {"model": state},
+            "batch": {"image": images, "c2w": c2w, "fxfycxcy": fx},
+            "num_input_views": v_in, "num_target_views": v_t, "render": render}
+    path = tmp_path / f"{kind}_{b}_{v_in}_{v_t}_{h}x{w}.pt"
+    torch.save(data, path)
+    return path, data
+
+
+@pytest.mark.parametrize("kind,b,v_in,v_t,h,w,prefix", [
+    ("efficient_lvsm", 3, 4, 1, 24, 40, "_orig_mod."),
+    ("lvsm_decoder_only", 1, 1, 3, 40, 16, "module."),
+    ("lvsm_encoder_decoder", 2, 3, 2, 16, 32, "module._orig_mod."),
+])
+def test_other_sizes_and_prefixes_are_read(tmp_path, kind, b, v_in, v_t, h, w, prefix):
+    path, _ = _record(tmp_path, kind, b, v_in, v_t, h, w, prefix)
+    result = _run(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mismatch_fails(tmp_path):
+    path, data = _record(tmp_path, "efficient_lvsm", 1, 2, 1, 16, 16)
+    data["render"] = data["render"] + 1e-3
+    torch.save(data, path)
+    result = _run(path)
+    assert result.returncode == 1 and "FAIL" in result.stdout
+
+
+def test_unknown_file_fails(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"hello": torch.zeros(1)}, path)
+    result = _run(path)
+    assert result.returncode == 1 and "neither a model file" in result.stdout
