@@ -54,6 +54,20 @@ def posed_images(images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor
     return torch.cat([images.float() * 2.0 - 1.0, ray_map(c2w, fxfycxcy, h, w)], dim=2)
 
 
+def _views_look_valid(images, c2w: torch.Tensor, fxfycxcy: torch.Tensor) -> bool:
+    """All value checks of check_poses / check_intrinsics / finite images, fused into one
+    device-side flag so the forward pays one host sync, not one per check."""
+    r = c2w[..., :3, :3].float()
+    ortho = (r.transpose(-1, -2) @ r - torch.eye(3, device=r.device)).abs().amax(dim=(-2, -1)) <= 1e-3
+    det = (torch.linalg.cross(r[..., 0], r[..., 1], dim=-1) * r[..., 2]).sum(-1) > 0
+    last = (c2w[..., 3, :] - c2w.new_tensor([0.0, 0.0, 0.0, 1.0])).abs().amax(-1) <= 1e-4
+    ok = torch.isfinite(c2w).all() & (ortho & det & last).all()
+    ok = ok & torch.isfinite(fxfycxcy).all() & (fxfycxcy[..., :2] > 0).all()
+    if images is not None:
+        ok = ok & torch.isfinite(images).all()
+    return bool(ok)
+
+
 def check_views(
     images: torch.Tensor | None, c2w: torch.Tensor, fxfycxcy: torch.Tensor, patch: int, what: str,
     image_size: tuple[int, int] | None = None,
@@ -63,19 +77,23 @@ def check_views(
         if images.dim() != 5 or images.shape[2] != 3:
             raise ValueError(f"{what} images must be [b, v, 3, h, w], got shape {tuple(images.shape)}")
         image_size = tuple(images.shape[-2:])
-        if not torch.isfinite(images).all():
-            raise ValueError(f"{what} images contain non-finite values")
     h, w = image_size
     if h % patch or w % patch:
         raise ValueError(f"{what} image size {h}x{w} is not a multiple of the patch size {patch}")
-    check_poses(c2w, name=f"{what} c2w")
-    check_intrinsics(fxfycxcy, name=f"{what} fxfycxcy")
+    if c2w.dim() != 4 or c2w.shape[-2:] != (4, 4) or fxfycxcy.dim() != 3 or fxfycxcy.shape[-1] != 4:
+        raise ValueError(f"{what} c2w must be [b, v, 4, 4] and {what} fxfycxcy [b, v, 4], "
+                         f"got {tuple(c2w.shape)} and {tuple(fxfycxcy.shape)}")
     lead = tuple(c2w.shape[:2])
-    if c2w.dim() != 4 or tuple(fxfycxcy.shape[:2]) != lead or (images is not None and tuple(images.shape[:2]) != lead):
+    if tuple(fxfycxcy.shape[:2]) != lead or (images is not None and tuple(images.shape[:2]) != lead):
         shapes = f"c2w {tuple(c2w.shape)}, fxfycxcy {tuple(fxfycxcy.shape)}"
         if images is not None:
             shapes += f", images {tuple(images.shape)}"
         raise ValueError(f"{what} views disagree on [b, v]: {shapes}")
+    if not _views_look_valid(images, c2w, fxfycxcy):  # slow path: find and name the culprit
+        check_poses(c2w, name=f"{what} c2w")
+        check_intrinsics(fxfycxcy, name=f"{what} fxfycxcy")
+        if images is not None and not torch.isfinite(images).all():
+            raise ValueError(f"{what} images contain non-finite values")
 
 
 def patch_size_of(cfg) -> int:
