@@ -1,0 +1,201 @@
+"""Scene-level dataset (RealEstate10K and the synthetic rooms) in the reference's JSON format.
+
+Training: pick a frame span between `view_selector.min_frame_dist` and `max_frame_dist`, take its
+two ends and random frames between them (the reference's sampler). Evaluation: frames from a
+pixelSplat evaluation index (`{scene: {"context": [i, j], "target": [...]} or null}`); more input
+views than the index gives are spread evenly between the two context frames, as the reference does.
+Images are resized to the configured height (width to a patch multiple), optionally centre-cropped
+to a square, intrinsics updated to match, and poses normalized per sample.
+
+A sample is a dict: image [v, 3, h, w] in [0, 1], c2w [v, 4, 4] (OpenCV), fxfycxcy [v, 4] (pixels),
+index [v, 2] (frame, scene), scene_name, and `skipped`: the (scene, reason) pairs passed over to
+produce it, so the trainer can count and log them (a DataLoader worker's counters never reach it).
+"""
+
+import json
+import random
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from data.scene_format import read_scene_json, read_scene_list, resolve_path
+from utils.geometry import crop_intrinsics, invert_pose, normalize_scene_poses, resize_intrinsics
+
+MAX_RESAMPLES = 50  # scenes tried for one training sample before giving up (a broken dataset)
+
+
+def load_view(path: Path, fxfycxcy, image_size: int, patch: int, square_crop: bool):
+    """One image resized to height `image_size` (width a multiple of `patch`), optionally
+    centre-cropped to a square. Returns image [3, h, w] in [0, 1] and its fxfycxcy [4]."""
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        w0, h0 = img.size
+        h = image_size
+        w = max(patch, int(round(h / h0 * w0 / patch)) * patch)
+        img = img.resize((w, h), resample=Image.LANCZOS)
+        k = resize_intrinsics(torch.tensor(fxfycxcy, dtype=torch.float64), w / w0, h / h0)
+        if square_crop and w != h:
+            side = min(h, w)
+            left, top = (w - side) // 2, (h - side) // 2
+            img = img.crop((left, top, left + side, top + side))
+            k = crop_intrinsics(k, left, top)
+        pixels = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)  # [3, h, w]
+    return pixels, k.float()
+
+
+def spread_context(context: list[int], num_input_views: int) -> list[int]:
+    """Input frames for an evaluation entry: the two context frames, plus evenly spread frames
+    between them when more input views are asked for (reference: rint(linspace(first, last, n)))."""
+    first, last = context[0], context[-1]
+    if num_input_views == 1:
+        return [first]
+    if num_input_views <= len(context):
+        return list(context[:num_input_views - 1]) + [last]
+    views = np.rint(np.linspace(first, last, num_input_views)).astype(int).tolist()
+    views[0], views[-1] = first, last
+    return views
+
+
+class SceneDataset(torch.utils.data.Dataset):
+    def __init__(
+        self,
+        list_file: str | Path,
+        *,
+        image_size: int = 256,
+        patch_size: int = 8,
+        num_views: int = 8,
+        num_input_views: int = 2,
+        num_target_views: int = 6,
+        square_crop: bool = True,
+        scene_scale_factor: float = 1.35,
+        min_frame_dist: int = 25,
+        max_frame_dist: int = 192,
+        eval_index: Optional[str | Path] = None,
+        seed: int = 0,
+    ):
+        self.scene_paths = read_scene_list(list_file)
+        self.image_size, self.patch, self.square_crop = image_size, patch_size, square_crop
+        self.num_views, self.num_input_views, self.num_target_views = num_views, num_input_views, num_target_views
+        self.scene_scale_factor = scene_scale_factor
+        self.min_frame_dist, self.max_frame_dist = min_frame_dist, max_frame_dist
+        self.seed, self.epoch = seed, 0
+        self.index: Optional[dict] = None
+        self.counts = {"scenes": len(self.scene_paths)}
+        if eval_index is not None:
+            self._apply_index(Path(eval_index))
+
+    def _apply_index(self, path: Path) -> None:
+        """Keep the scenes the index names with views; count those it skips and those missing."""
+        if not path.is_file():
+            raise FileNotFoundError(f"evaluation index not found: {path}")
+        with open(path) as f:
+            index = json.load(f)
+        on_disk = {p.stem: p for p in self.scene_paths}
+        named = {k for k, v in index.items() if v is not None}
+        self.index = index
+        self.scene_paths = [on_disk[k] for k in sorted(named & set(on_disk))]
+        self.counts = {
+            "evaluated": len(self.scene_paths),
+            "skipped_by_index": sum(v is None for v in index.values()),
+            "missing_on_disk": len(named - set(on_disk)),
+            "missing_on_disk_names": sorted(named - set(on_disk)),
+            "not_in_index": len(set(on_disk) - set(index)),
+        }
+
+    def set_epoch(self, epoch: int) -> None:
+        """Training samples depend on (seed, epoch, index) only: reproducible and resumable."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.scene_paths)
+
+    def select_frames(self, num_frames: int, rng: random.Random) -> Optional[list[int]]:
+        """The reference's training sampler; None if the scene is too short for it."""
+        if num_frames < self.num_views:
+            return None
+        lo = max(self.min_frame_dist, self.num_views)
+        hi = min(num_frames - 1, self.max_frame_dist)
+        if hi < lo:
+            return None
+        span = rng.randint(lo, hi)
+        start = rng.randint(0, num_frames - span - 1)
+        middle = rng.sample(range(start + 1, start + span), self.num_views - 2)
+        return [start, start + span] + middle
+
+    def load(self, scene_path: Path, scene: dict, frame_ids: list[int], scene_idx: int) -> dict:
+        """Load chosen frames of a scene (its parsed JSON); raises ValueError/OSError naming the file."""
+        frames = scene["frames"]
+        bad = [i for i in frame_ids if not 0 <= i < len(frames)]
+        if bad:
+            raise ValueError(f"{scene_path}: frame indices {bad} out of range (scene has {len(frames)} frames)")
+        images, intrinsics = [], []
+        for i in frame_ids:
+            path = resolve_path(frames[i]["image_path"], scene_path)
+            img, k = load_view(path, frames[i]["fxfycxcy"], self.image_size, self.patch, self.square_crop)
+            images.append(img)
+            intrinsics.append(k)
+        w2c = torch.tensor([frames[i]["w2c"] for i in frame_ids], dtype=torch.float64)  # [v, 4, 4]
+        if not torch.isfinite(w2c).all():
+            raise ValueError(f"{scene_path}: non-finite w2c in frames {frame_ids}")
+        c2w = normalize_scene_poses(invert_pose(w2c), self.scene_scale_factor).float()  # [v, 4, 4]
+        return {
+            "image": torch.stack(images),  # [v, 3, h, w]
+            "c2w": c2w,
+            "fxfycxcy": torch.stack(intrinsics),  # [v, 4]
+            "index": torch.tensor([[i, scene_idx] for i in frame_ids]),  # [v, 2]
+            "scene_name": scene["scene_name"],
+        }
+
+    def __getitem__(self, idx: int) -> dict:
+        if self.index is not None:  # evaluation: fixed views, errors name the scene
+            path = self.scene_paths[idx]
+            entry = self.index[path.stem]
+            ids = spread_context(entry["context"], self.num_input_views) + entry["target"][:self.num_target_views]
+            return {**self.load(path, read_scene_json(path), ids, idx), "skipped": []}
+        rng = random.Random(hash((self.seed, self.epoch, idx)))
+        skipped = []
+        for _ in range(MAX_RESAMPLES):
+            path = self.scene_paths[idx]
+            try:
+                scene = read_scene_json(path)
+                frame_ids = self.select_frames(len(scene["frames"]), rng)
+                if frame_ids is None:
+                    raise ValueError(f"{path}: {len(scene['frames'])} frames are too few for {self.num_views} "
+                                     f"views at min_frame_dist {self.min_frame_dist}")
+                return {**self.load(path, scene, frame_ids, idx), "skipped": skipped}
+            except (ValueError, OSError) as err:
+                warnings.warn(f"skipping scene: {err}")
+                skipped.append((path.stem, str(err)))
+                idx = rng.randrange(len(self.scene_paths))
+        raise RuntimeError(f"{MAX_RESAMPLES} scenes in a row could not be loaded; last: {skipped[-1]}")
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack tensors; keep scene names and the skipped lists as lists."""
+    out = {k: torch.stack([s[k] for s in samples]) for k in ("image", "c2w", "fxfycxcy", "index")}
+    out["scene_name"] = [s["scene_name"] for s in samples]
+    out["skipped"] = [pair for s in samples for pair in s["skipped"]]
+    return out
+
+
+def split_views(batch: dict, num_input_views: int, num_target_views: int, target_has_input: bool,
+                generator: Optional[torch.Generator] = None) -> tuple[dict, dict]:
+    """Inputs: the first `num_input_views` views. Targets: the last `num_target_views` views, or
+    (target_has_input) views drawn at random among all of them, per sample (reference)."""
+    b, v = batch["c2w"].shape[:2]
+    if num_input_views + (0 if target_has_input else num_target_views) > v:
+        raise ValueError(f"{num_input_views} input + {num_target_views} target views need more than the "
+                         f"{v} views per sample")
+    if target_has_input:
+        target_ids = torch.stack([torch.randperm(v, generator=generator)[:num_target_views] for _ in range(b)])
+    else:
+        target_ids = torch.arange(v - num_target_views, v).expand(b, -1)
+    rows = torch.arange(b)[:, None]
+    keys = ("image", "c2w", "fxfycxcy", "index")
+    inputs = {k: batch[k][:, :num_input_views] for k in keys}
+    targets = {k: batch[k][rows, target_ids] for k in keys}
+    return inputs, targets
