@@ -1,10 +1,10 @@
 """Schema of the `model` section of a config.
 
 A superset of the reference implementations' keys, so their published YAML files load unchanged.
-Keys that only the reference's REPA/DINO tokenizer variants read (`type`, `source`, `model_path`,
-`model_source_dir`, `repa_*`, `projector_dim`) are accepted here and used by the trainer, never
-by the renderer. Defaults are those of the paper's 256 px Efficient-LVSM
-(`configs/Efficient-LVSM.yaml` of the reference).
+The REPA keys (`image_tokenizer.type` / `model_path`, `repa_config`, `projector_dim`) are read by
+the trainer's utils/repa.py, never by the renderer; the reference's other REPA keys are accepted
+only. Defaults are those of the paper's 256 px Efficient-LVSM (`configs/Efficient-LVSM.yaml` of
+the reference).
 """
 
 from dataclasses import dataclass, field
@@ -17,9 +17,9 @@ class ImageTokenizerConfig:
     image_size: int = 256
     patch_size: int = 8
     in_channels: int = 9  # RGB + Plücker (o x d, d)
-    source: str = "local"
-    model_path: Optional[str] = None
-    model_source_dir: Optional[str] = None
+    source: str = "local"  # accepted only: the reference's torch.hub source ("local" or GitHub)
+    model_path: Optional[str] = None  # REPA teacher: a transformers save_pretrained folder (utils/repa_teacher.py)
+    model_source_dir: Optional[str] = None  # accepted only: the reference's torch.hub repo folder
 
 
 @dataclass
@@ -50,9 +50,15 @@ class ModelConfig:
     image_tokenizer: ImageTokenizerConfig = field(default_factory=ImageTokenizerConfig)
     target_pose_tokenizer: PoseTokenizerConfig = field(default_factory=PoseTokenizerConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
-    # REPA (representation alignment to a frozen vision encoder), read by the trainer.
-    repa_encoder_type: str = "dinov2-vit-b"
-    projector_dim: int = 2048
-    freeze_repa_encoder: bool = True
-    align_resolution: bool = False
-    repa_config: int = 1
+    # Rays under autocast: "reference" rounds them as the reference's bf16 training and evaluation
+    # did (its released checkpoints saw these rays); "fp32" keeps them exact. Equal without autocast.
+    ray_precision: str = "reference"
+    # REPA (representation alignment to a frozen vision encoder), read by the trainer (utils/repa.py).
+    repa_encoder_type: str = "PE-Core-L14"  # accepted only: the reference never reads it (its YAML's value)
+    projector_dim: int = 2048  # hidden width of the REPA projector MLP
+    freeze_repa_encoder: bool = True  # accepted only: the teacher is always frozen
+    align_resolution: bool = False  # accepted only: the reference never reads it
+    # "T-S": teacher block T aligned to student block S (1-based) on both streams; "T-St" target
+    # decoder only, "T-Si" input encoder only. "8-2" is the authors' run (scripts/train.sh); their
+    # YAML's `repa_config: 1` loads as "1" and is an error only when training.enable_repa is on.
+    repa_config: str = "8-2"

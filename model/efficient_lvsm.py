@@ -25,6 +25,7 @@ class EfficientLVSM(nn.Module):
         super().__init__()
         t = cfg.transformer
         self.patch = patch_size_of(cfg)
+        self.ray_precision = cfg.ray_precision  # see model.tokens.ray_map
         self.rgbp_tokenizer = patch_tokenizer(RGB_PLUCKER_CHANNELS, self.patch, t.d)
         self.target_pose_tokenizer = patch_tokenizer(PLUCKER_CHANNELS, self.patch, t.d)
         # Efficient-LVSM's LayerNorms carry no parameters (reference: elementwise_affine=False).
@@ -55,7 +56,8 @@ class EfficientLVSM(nn.Module):
         check_views(images, c2w, fxfycxcy, self.patch, "input")
         b, v_in, _, h, w = images.shape
         tok = self.rgbp_tokenizer
-        x = tok(posed_images(images, c2w, fxfycxcy).to(tok[1].weight.dtype))  # [b*v_in, n, d]
+        posed = posed_images(images, c2w, fxfycxcy, self.ray_precision)  # [b, v_in, 9, h, w]
+        x = tok(posed.to(tok[1].weight.dtype))  # [b*v_in, n, d]
         n = x.shape[1]
         keys, values = [], []
         for idx, (enc, dec) in enumerate(zip(self.input_self_attn_blocks, self.self_cross_blocks)):
@@ -79,7 +81,7 @@ class EfficientLVSM(nn.Module):
         if b != cache.batch_size:
             raise ValueError(f"target batch size {b} differs from the cache's {cache.batch_size}")
         tok = self.target_pose_tokenizer
-        t = tok(ray_map(c2w, fxfycxcy, h, w).to(tok[1].weight.dtype))  # [b*v_t, n, d]
+        t = tok(ray_map(c2w, fxfycxcy, h, w, self.ray_precision).to(tok[1].weight.dtype))  # [b*v_t, n, d]
         for idx, block in enumerate(self.self_cross_blocks):
             t = call_block(block, idx, self.grad_checkpoint_every, t, *cache.layer(idx))  # [b*v_t, n, d]
         return untokenize(self.image_token_decoder(t), b, h, w, self.patch)  # [b, v_t, 3, h, w]

@@ -36,6 +36,7 @@ class _LVSMBase(nn.Module):
         super().__init__()
         d = cfg.transformer.d
         self.patch = patch_size_of(cfg)
+        self.ray_precision = cfg.ray_precision  # see model.tokens.ray_map
         self.image_tokenizer = patch_tokenizer(RGB_PLUCKER_CHANNELS, self.patch, d)
         self.target_pose_tokenizer = patch_tokenizer(PLUCKER_CHANNELS, self.patch, d)
         self.image_token_decoder = pixel_head(d, self.patch, norm_affine=True)
@@ -49,9 +50,11 @@ class _LVSMBase(nn.Module):
         if target_c2w.shape[0] != b:
             raise ValueError(f"target batch size {target_c2w.shape[0]} differs from the inputs' {b}")
         dtype = self.image_tokenizer[1].weight.dtype
-        x = self.image_tokenizer(posed_images(images, c2w, fxfycxcy).to(dtype))  # [b*v_in, n, d]
+        posed = posed_images(images, c2w, fxfycxcy, self.ray_precision)  # [b, v_in, 9, h, w]
+        x = self.image_tokenizer(posed.to(dtype))  # [b*v_in, n, d]
         x = rearrange(x, "(b v) n d -> b (v n) d", b=b)  # [b, v_in*n, d]
-        t = self.target_pose_tokenizer(ray_map(target_c2w, target_fxfycxcy, h, w).to(dtype))  # [b*v_t, n, d]
+        rays = ray_map(target_c2w, target_fxfycxcy, h, w, self.ray_precision)  # [b, v_t, 6, h, w]
+        t = self.target_pose_tokenizer(rays.to(dtype))  # [b*v_t, n, d]
         return x, t, (b, h, w)
 
 

@@ -5,6 +5,8 @@ patchified in (patch-row, patch-col, channel) order; target tokens: the 6 Plück
 The head is LayerNorm, Linear, Sigmoid (reference).
 """
 
+import contextlib
+
 import torch
 import torch.nn as nn
 from einops import rearrange
@@ -15,6 +17,7 @@ from utils.geometry import check_intrinsics, check_poses, compute_rays, plucker
 
 RGB_PLUCKER_CHANNELS = 9
 PLUCKER_CHANNELS = 6
+RAY_PRECISIONS = ("reference", "fp32")  # model.ray_precision: see ray_map
 
 
 def patch_tokenizer(in_channels: int, patch: int, dim: int) -> nn.Sequential:
@@ -41,17 +44,28 @@ def untokenize(pixels: torch.Tensor, b: int, h: int, w: int, patch: int) -> torc
     )
 
 
-def ray_map(c2w: torch.Tensor, fxfycxcy: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Plücker map [b, v, 6, h, w] of each view's pixel-centre rays, in fp32."""
-    with torch.autocast(c2w.device.type, enabled=False):  # rays stay fp32 under bf16 autocast
+def ray_map(c2w: torch.Tensor, fxfycxcy: torch.Tensor, h: int, w: int, precision: str) -> torch.Tensor:
+    """Plücker map [b, v, 6, h, w] (float32) of each view's pixel-centre rays.
+
+    precision (model.ray_precision) only matters under autocast. "reference": rays computed as the
+    reference computed them inside its bf16 autocast (train.py / inference.py call process_data
+    there): the rotation (a bmm) in bf16, so directions are off by up to ~0.3 degrees; the norm,
+    division, cross product and the map itself in float32. "fp32": autocast is off for the rays.
+    """
+    if precision not in RAY_PRECISIONS:
+        raise ValueError(f"model.ray_precision={precision!r}: expected one of {RAY_PRECISIONS}")
+    exact = precision == "fp32"
+    with torch.autocast(c2w.device.type, enabled=False) if exact else contextlib.nullcontext():
         ray_o, ray_d = compute_rays(c2w.float(), fxfycxcy.float(), h, w)  # [b, v, 3, h, w] each
         return plucker(ray_o, ray_d)
 
 
-def posed_images(images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor) -> torch.Tensor:
-    """Images in [0, 1] [b, v, 3, h, w] -> tokenizer input [b, v, 9, h, w]."""
+def posed_images(
+    images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor, precision: str
+) -> torch.Tensor:
+    """Images in [0, 1] [b, v, 3, h, w] -> tokenizer input [b, v, 9, h, w] (float32); see ray_map."""
     h, w = images.shape[-2:]
-    return torch.cat([images.float() * 2.0 - 1.0, ray_map(c2w, fxfycxcy, h, w)], dim=2)
+    return torch.cat([images.float() * 2.0 - 1.0, ray_map(c2w, fxfycxcy, h, w, precision)], dim=2)
 
 
 def _views_look_valid(images, c2w: torch.Tensor, fxfycxcy: torch.Tensor) -> bool:
@@ -101,7 +115,9 @@ def check_views(
 
 
 def patch_size_of(cfg) -> int:
-    """Validate the tokenizer section of a ModelConfig; returns the patch size."""
+    """Validate the tokenizer section of a ModelConfig (and model.ray_precision); returns the patch size."""
+    if cfg.ray_precision not in RAY_PRECISIONS:
+        raise ValueError(f"model.ray_precision={cfg.ray_precision!r}: expected one of {RAY_PRECISIONS}")
     for key, section, expected in (("image_tokenizer", cfg.image_tokenizer, RGB_PLUCKER_CHANNELS),
                                    ("target_pose_tokenizer", cfg.target_pose_tokenizer, PLUCKER_CHANNELS)):
         if section.in_channels != expected:

@@ -44,21 +44,30 @@ def compute_rays(c2w: torch.Tensor, fxfycxcy: torch.Tensor, h: int, w: int):
     c2w [..., 4, 4], fxfycxcy [..., 4] (leading dims broadcast) -> (ray_o, ray_d), each
     [..., 3, h, w]: the camera centre, and the unit world direction through pixel centre
     (x + 0.5, y + 0.5). Computed in float32, or float64 if an input is float64.
+
+    The operations are those of the reference (ProcessData.compute_rays in utils/data_utils.py of
+    both reference repos), so an active autocast rounds where the reference's did: the rotation is
+    a bmm, which autocast runs in its low-precision dtype; the norm is taken in float32, as CUDA
+    autocast does for it (linalg_vector_norm is in ATen's fp32_set_opt_dtype list), and the
+    division promotes back to float32. Outside autocast all of it is float32 (or float64).
     """
     _check_shape(c2w, (4, 4), "c2w")
     _check_shape(fxfycxcy, (4,), "fxfycxcy")
     dtype = _float_dtype(c2w, fxfycxcy)
-    c2w, k = c2w.to(dtype), fxfycxcy.to(dtype)
+    lead = torch.broadcast_shapes(c2w.shape[:-2], fxfycxcy.shape[:-1])
+    c2w = c2w.to(dtype).expand(*lead, 4, 4).reshape(-1, 4, 4)  # [N, 4, 4]
+    k = fxfycxcy.to(dtype).expand(*lead, 4).reshape(-1, 4)  # [N, 4]
     rows = torch.arange(h, dtype=dtype, device=c2w.device) + 0.5  # pixel centres
     cols = torch.arange(w, dtype=dtype, device=c2w.device) + 0.5
     ys, xs = torch.meshgrid(rows, cols, indexing="ij")  # [h, w] each
-    fx, fy, cx, cy = (k[..., i, None, None] for i in range(4))  # [..., 1, 1]
-    x_cam = (xs - cx) / fx  # [..., h, w]
-    y_cam = (ys - cy) / fy  # [..., h, w]
-    d_cam = torch.stack([x_cam, y_cam, torch.ones_like(x_cam)], dim=-3)  # [..., 3, h, w]
-    ray_d = torch.einsum("...ij,...jhw->...ihw", c2w[..., :3, :3], d_cam)  # [..., 3, h, w]
-    ray_d = ray_d / ray_d.norm(dim=-3, keepdim=True)
-    ray_o = c2w[..., :3, 3, None, None].expand(ray_d.shape).contiguous()  # [..., 3, h, w]
+    x_cam = (xs.reshape(1, -1) - k[:, 2:3]) / k[:, 0:1]  # [N, h*w]
+    y_cam = (ys.reshape(1, -1) - k[:, 3:4]) / k[:, 1:2]  # [N, h*w]
+    d_cam = torch.stack([x_cam, y_cam, torch.ones_like(x_cam)], dim=-1)  # [N, h*w, 3]
+    ray_d = torch.bmm(d_cam, c2w[:, :3, :3].transpose(1, 2))  # [N, h*w, 3]: autocast dtype under autocast
+    norm_dtype = torch.promote_types(ray_d.dtype, torch.float32)
+    ray_d = ray_d / torch.linalg.vector_norm(ray_d, dim=-1, keepdim=True, dtype=norm_dtype)  # [N, h*w, 3]
+    ray_d = ray_d.reshape(*lead, h, w, 3).movedim(-1, -3).contiguous()  # [..., 3, h, w]
+    ray_o = c2w[:, :3, 3].reshape(*lead, 3, 1, 1).expand(ray_d.shape).contiguous()  # [..., 3, h, w]
     return ray_o, ray_d
 
 
