@@ -1,17 +1,19 @@
-"""REPA: align early hidden states of our transformers to a frozen DINOv2's patch features.
+"""REPA as Efficient-LVSM trains with it: early hidden states aligned to a frozen DINO's features.
 
 REPA (Yu et al., ICLR 2025; github.com/sihyun-yu/REPA) adds a training loss that makes a small MLP
 ("projector") of one early block's tokens predict the patch features of a frozen pretrained vision
-encoder. Efficient-LVSM (github.com/Ayakaee/Efficient-LVSM) applies it twice: its input encoder's
-tokens against the input images' features, its target decoder's tokens against the target images'.
-The hidden states are captured with forward hooks, so the models need no change:
+encoder. Efficient-LVSM (github.com/Ayakaee/Efficient-LVSM; its scripts/train.sh runs
+`model.image_tokenizer.type=dinov3 training.enable_repa=true model.repa_config=8-2`) applies it on
+two streams: the input encoder's tokens after block S against the input images' teacher features,
+the target decoder's tokens after block S against the target images', teacher block T each
+(`model.repa_config` "T-S"; see `parse_repa_config`). The teacher is `utils.repa_teacher.DinoTeacher`;
+the hidden states are captured with forward hooks, so the models need no change:
 
     aligner = build_aligner(cfg, model).to(device)  # teacher, projectors, hooks on the bare model
     # or, by hand:
-    teacher = DinoTeacher("pretrained/dinov2-base")  # a local Hugging Face folder, never the hub
-    aligner = RepaAligner(teacher, cfg.model.transformer.d, default_align_points(model),
-                          cfg.model.projector_dim, cfg.training.proj_loss_type).to(device)
-    aligner.attach(model)  # once; aligner.detach() removes the hooks
+    teacher = DinoTeacher("pretrained/dinov3-vitb16", "dinov3", layer=8)  # a local folder, never the hub
+    aligner = RepaAligner(teacher, cfg.model.transformer.d, align_points(model, parse_repa_config("8-2")),
+                          cfg.model.projector_dim, cfg.training.proj_loss_type).attach(model)
     render = model(images, c2w, fxfycxcy, target_c2w, target_fxfycxcy)
     loss = mse + cfg.training.proj_loss_weight * aligner.loss(images, target_images)
 
@@ -26,9 +28,8 @@ those re-runs capture is simply replaced by the next forward.
 """
 
 import contextlib
-import json
+import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import torch
@@ -38,93 +39,41 @@ from einops import rearrange
 
 from model.efficient_lvsm import EfficientLVSM
 from model.lvsm import LVSMDecoderOnly, LVSMEncoderDecoder
+from utils.config import ConfigError
+from utils.repa_teacher import TEACHERS, DinoTeacher, download_hint
 
-# DINOv2 was trained on ImageNet-normalized images (timm's IMAGENET_DEFAULT_MEAN / _STD).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-LOSS_TYPES = ("sl1", "cos")
-# `config.json` model_type -> transformers class. Either way the patch tokens come last.
-TEACHER_CLASSES = {"dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel"}
-
-
-def _transformers():
-    try:
-        import transformers
-    except ImportError as err:
-        raise ImportError("REPA's DINOv2 teacher needs Hugging Face transformers: "
-                          "pip install transformers (see requirements.txt)") from err
-    return transformers
+LOSS_TYPES = ("sl1", "l2", "cos")  # reference model/loss.py calculate_proj_loss
+STREAMS = {"": ("input", "target"), "t": ("target",), "i": ("input",)}
+REPA_CONFIG_FORMS = ("'T-S' (teacher block T aligned to student block S, 1-based, on the input encoder and "
+                     "the target decoder, e.g. '8-2'), 'T-St' (target decoder only) or 'T-Si' (input encoder only)")
+# Keys of the reference's model/repa_config.py that align several student blocks: not supported.
+REFERENCE_MULTI = frozenset({"12-34", "8-34", "48-23", "48-24", "48-13", "4812-123", "369-123"})
 
 
-class DinoTeacher(nn.Module):
-    """A frozen DINOv2 from a local folder (`save_pretrained` layout: config.json + weights).
+@dataclass(frozen=True)
+class RepaSpec:
+    """A parsed model.repa_config: teacher block, student block (both 1-based), aligned streams."""
+    teacher_layer: int
+    student_block: int
+    streams: tuple[str, ...]
 
-    `layer`: None gives the last block's LayerNorm-ed patch tokens (REPA's `x_norm_patchtokens`);
-    k in 1..depth gives block k's output before the final norm (what Efficient-LVSM aligns to) and
-    drops the blocks after k. `image_size` (h, w): None resizes images so that the teacher's patch
-    grid equals ours; a size (multiples of the teacher's patch) runs the teacher there and resizes
-    its feature grid to ours (Efficient-LVSM: 336 px, features resized to 32 x 32).
-    """
 
-    def __init__(self, path: str | Path, layer: Optional[int] = None, image_size: Optional[tuple[int, int]] = None):
-        super().__init__()
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"REPA teacher folder not found: {path}")
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{path} is not a Hugging Face checkpoint folder: no config.json")
-        model_type = json.loads(config_file.read_text()).get("model_type")
-        if model_type not in TEACHER_CLASSES:
-            raise ValueError(f"{config_file}: model_type '{model_type}' is not a DINOv2 "
-                             f"(expected one of {', '.join(TEACHER_CLASSES)})")
-        cls = getattr(_transformers(), TEACHER_CLASSES[model_type])
-        try:
-            encoder = cls.from_pretrained(path, local_files_only=True)
-        except OSError as err:
-            raise FileNotFoundError(f"cannot load the DINOv2 weights in {path}: {err}") from err
-        depth = len(encoder.encoder.layer)
-        if layer is not None:
-            if not 1 <= layer <= depth:
-                raise ValueError(f"REPA teacher layer={layer} is outside 1..{depth} for {path}")
-            del encoder.encoder.layer[layer:]  # the blocks after `layer` would be computed for nothing
-        self.patch = encoder.config.patch_size
-        if image_size is not None and (image_size[0] % self.patch or image_size[1] % self.patch):
-            raise ValueError(f"REPA teacher image_size={tuple(image_size)} is not a multiple of its patch {self.patch}")
-        self.encoder = encoder.requires_grad_(False)
-        self.dim = encoder.config.hidden_size
-        self.layer = layer
-        self.image_size = None if image_size is None else tuple(image_size)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> "DinoTeacher":
-        return super().train(False)  # frozen: always eval
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """images [N, 3, H, W] in [0, 1] -> patch features [N, gh*gw, dim] (fp32) on our grid (gh, gw)."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"REPA teacher expects images [N, 3, H, W], got {tuple(images.shape)}")
-        gh, gw = grid
-        size = self.image_size or (gh * self.patch, gw * self.patch)
-        x = (images.float() - self.mean.float()) / self.std.float()  # [N, 3, H, W]
-        if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
-        out = self.encoder(pixel_values=x, output_hidden_states=self.layer is not None)
-        tokens = out.last_hidden_state if self.layer is None else out.hidden_states[-1]  # [N, 1+reg+th*tw, dim]
-        th, tw = size[0] // self.patch, size[1] // self.patch
-        feats = tokens[:, -th * tw:].float()  # [N, th*tw, dim]: CLS and register tokens dropped
-        if (th, tw) != (gh, gw):
-            feats = rearrange(feats, "N (th tw) c -> N c th tw", th=th)
-            feats = F.interpolate(feats, size=(gh, gw), mode="bicubic", align_corners=False)
-            feats = rearrange(feats, "N c gh gw -> N (gh gw) c")  # [N, gh*gw, dim]
-        return feats
+def parse_repa_config(value) -> RepaSpec:
+    """"8-2" -> teacher block 8, student block 2, both streams; "8-2t" target only; "8-2i" input only
+    (the reference's repa_map entries of that shape, model/repa_config.py)."""
+    text = str(value).strip()
+    match = re.fullmatch(r"(\d+)-(\d+)([ti]?)", text)
+    if text in REFERENCE_MULTI:
+        raise ConfigError(f"model.repa_config='{text}' aligns several blocks in the reference; only one pair is "
+                          f"supported: {REPA_CONFIG_FORMS}")
+    if match is None or int(match[1]) < 1 or int(match[2]) < 1:
+        raise ConfigError(f"model.repa_config={value!r} is not {REPA_CONFIG_FORMS}")
+    return RepaSpec(int(match[1]), int(match[2]), STREAMS[match[3]])
 
 
 def build_projector(d: int, projector_dim: int, d_teacher: int) -> nn.Sequential:
-    """REPA's `build_mlp` (also Efficient-LVSM's): three Linear layers with SiLU, default init."""
+    """Efficient-LVSM's `_create_repa_projector` (REPA's `build_mlp`): three Linear layers with SiLU,
+    PyTorch's default init."""
     return nn.Sequential(
         nn.Linear(d, projector_dim), nn.SiLU(),
         nn.Linear(projector_dim, projector_dim), nn.SiLU(),
@@ -133,18 +82,22 @@ def build_projector(d: int, projector_dim: int, d_teacher: int) -> nn.Sequential
 
 
 def projection_loss(pred: torch.Tensor, target: torch.Tensor, loss_type: str) -> torch.Tensor:
-    """Mean over views, tokens (and channels) of pred vs target [R, n, d_teacher], in fp32.
+    """The reference's `calculate_proj_loss` (model/loss.py), per view, averaged over the R views of
+    pred vs target [R, n, d_teacher], in fp32:
 
-    "sl1": smooth L1 (beta 1), as Efficient-LVSM's default. "cos": 1 - cosine similarity per
-    token; REPA logs -cos, which has the same gradient: ours is that + 1, so 0 means aligned.
+    "sl1" / "l2": smooth L1 (beta 1) / squared error summed over channels, divided by d_teacher,
+    averaged over tokens; "cos": minus the cosine similarity, averaged over tokens (-1 = aligned).
+    The reference falls back to "cos" for any other string; here that is an error.
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"training.proj_loss_type='{loss_type}' is not one of {', '.join(LOSS_TYPES)}")
     with torch.autocast(pred.device.type, enabled=False):
         pred, target = pred.float(), target.float()
         if loss_type == "sl1":
-            return F.smooth_l1_loss(pred, target)
-        return (1 - F.cosine_similarity(pred, target, dim=-1)).mean()
+            return F.smooth_l1_loss(pred, target)  # = mean over views and tokens of (sum over channels) / d
+        if loss_type == "l2":
+            return F.mse_loss(pred, target)
+        return -(F.normalize(pred, dim=-1) * F.normalize(target, dim=-1)).sum(-1).mean()
 
 
 @dataclass(frozen=True)
@@ -168,25 +121,33 @@ class AlignPoint:
         return f"{self.blocks}_{self.index}"  # projector name in the state dict
 
 
-def default_depth(n_layer: int) -> int:
-    """0-based block aligned by default: REPA's ratio (block 8 of SiT-XL's 28), at least the first.
-    12 layers -> block 3 (1-based), as most of Efficient-LVSM's REPA configs; 24 -> block 7."""
-    return max(1, round(n_layer * 8 / 28)) - 1
-
-
-def default_align_points(model: nn.Module) -> list[AlignPoint]:
-    """REPA layers for a model built by `model.build_model` (see the module docstring)."""
+def align_points(model: nn.Module, spec: RepaSpec) -> list[AlignPoint]:
+    """The hooked blocks for a model built by `model.build_model`, as the reference's `pass_layers`
+    records them: after encoder block S the input tokens [b*v_in, n, d], after decoder block S the
+    target tokens [b*v_t, n, d]. The LVSM models (no REPA in their reference) have no per-view input
+    stream: "T-S" aligns their target tokens only, "T-Si" is an error."""
+    s = spec.student_block
     if isinstance(model, EfficientLVSM):
-        k = default_depth(len(model.input_self_attn_blocks))
-        # Encoder rows are input views, decoder rows target views: [b*v, n, d] each.
-        return [AlignPoint("input_self_attn_blocks", k, "input"), AlignPoint("self_cross_blocks", k, "target")]
-    if isinstance(model, LVSMDecoderOnly):
-        # Rows are [input views' tokens, the target's tokens]: the target's n come last.
-        return [AlignPoint("transformer_blocks", default_depth(len(model.transformer_blocks)), "target", "last")]
-    if isinstance(model, LVSMEncoderDecoder):
-        # The encoder holds scene latents (no image grid); decoder rows are [target tokens, latents].
-        return [AlignPoint("transformer_decoder", default_depth(len(model.transformer_decoder)), "target", "first")]
-    raise ValueError(f"no default REPA layers for {type(model).__name__}: pass AlignPoints explicitly")
+        stacks = {"input": ("input_self_attn_blocks", "all"), "target": ("self_cross_blocks", "all")}
+    elif isinstance(model, LVSMDecoderOnly):
+        stacks = {"target": ("transformer_blocks", "last")}  # rows: [input views' tokens, the target's n]
+    elif isinstance(model, LVSMEncoderDecoder):
+        stacks = {"target": ("transformer_decoder", "first")}  # rows: [the target's n, latents]
+    else:
+        raise ValueError(f"no REPA layers known for {type(model).__name__}: pass AlignPoints explicitly")
+    streams = [role for role in spec.streams if role in stacks]
+    if not streams:
+        raise ConfigError(f"model.repa_config aligns the input stream only, which {type(model).__name__} does not "
+                          "have (its input views share rows): use 'T-S' or 'T-St'")
+    points = []
+    for role in streams:
+        blocks, tokens = stacks[role]
+        depth = len(getattr(model, blocks))
+        if not 1 <= s <= depth:
+            raise ConfigError(f"model.repa_config: student block {s} is outside 1..{depth} ({blocks} of "
+                              f"{type(model).__name__}, model.transformer)")
+        points.append(AlignPoint(blocks, s - 1, role, tokens))
+    return points
 
 
 class RepaAligner(nn.Module):
@@ -312,17 +273,21 @@ class RepaAligner(nn.Module):
 def build_aligner(cfg, model: nn.Module) -> RepaAligner:
     """The aligner a config asks for, attached to the bare `model` (before DDP / torch.compile).
 
-    Reads model.image_tokenizer.model_path (the teacher's local folder), model.freeze_repa_encoder,
-    model.transformer.d, model.projector_dim and training.proj_loss_type; the aligned layers are
-    `default_align_points(model)`. model.repa_encoder_type, repa_config and align_resolution are the
-    reference's and unused: the teacher is whatever DINOv2 the folder holds.
+    Reads model.image_tokenizer.{type, model_path, image_size, patch_size}, model.repa_config,
+    model.transformer.d, model.projector_dim and training.proj_loss_type. The reference's other REPA
+    keys (repa_encoder_type, align_resolution, freeze_repa_encoder, and the image tokenizer's source
+    and model_source_dir, which pick its torch.hub loader) are accepted only so the authors' files
+    load: their teacher runs under no_grad, frozen or not.
     """
     m = cfg.model
-    if m.image_tokenizer.model_path is None:
-        raise ValueError("training.enable_repa needs model.image_tokenizer.model_path: a local DINOv2 folder "
-                         "(Hugging Face save_pretrained layout)")
-    if not m.freeze_repa_encoder:
-        raise ValueError("model.freeze_repa_encoder=false is not supported: the REPA teacher is always frozen")
-    teacher = DinoTeacher(m.image_tokenizer.model_path)
-    return RepaAligner(teacher, m.transformer.d, default_align_points(model), m.projector_dim,
-                       cfg.training.proj_loss_type).attach(model)
+    tok = m.image_tokenizer
+    if tok.type not in TEACHERS:
+        raise ConfigError(f"training.enable_repa=true needs model.image_tokenizer.type 'dinov2' or 'dinov3' (the "
+                          f"REPA teacher), got '{tok.type}'")
+    spec = parse_repa_config(m.repa_config)
+    points = align_points(model, spec)
+    if tok.model_path is None:
+        raise ConfigError(f"training.enable_repa=true needs model.image_tokenizer.model_path, a local folder: "
+                          f"{download_hint(tok.type, 'pretrained/' + tok.type)}")
+    teacher = DinoTeacher(tok.model_path, tok.type, spec.teacher_layer, model_grid=tok.image_size // tok.patch_size)
+    return RepaAligner(teacher, m.transformer.d, points, m.projector_dim, cfg.training.proj_loss_type).attach(model)
