@@ -4,8 +4,9 @@ Training: pick a frame span between `view_selector.min_frame_dist` and `max_fram
 two ends and random frames between them (the reference's sampler). Evaluation: frames from a
 pixelSplat evaluation index (`{scene: {"context": [i, j], "target": [...]} or null}`); more input
 views than the index gives are spread evenly between the two context frames, as the reference does.
-Images are resized to the configured height (width to a patch multiple), optionally centre-cropped
-to a square, intrinsics updated to match, and poses normalized per sample.
+Frames are resized to the configured height (width to a patch multiple), optionally centre-cropped
+to a square, intrinsics updated to match (`prepared_size`: the reference's arithmetic, to the
+pixel, for any frame size), and poses normalized per sample.
 
 A sample is a dict: image [v, 3, h, w] in [0, 1], c2w [v, 4, 4] (OpenCV), fxfycxcy [v, 4] (pixels),
 index [v, 2] (frame, scene), scene_name, and `skipped`: the (scene, reason) pairs passed over to
@@ -25,23 +26,47 @@ from data.scene_format import load_with_retries, read_scene_json, read_scene_lis
 from utils.geometry import check_poses, crop_intrinsics, invert_pose, normalize_scene_poses, resize_intrinsics
 
 
+def prepared_size(size: tuple[int, int], image_size: int, patch: int, square_crop: bool):
+    """How a frame of size (w0, h0) is prepared, exactly as the reference's preprocess_frames
+    (Efficient-LVSM and LVSM data/dataset_scene.py): height image_size; width image_size / h0 * w0
+    truncated to an int, then rounded to a multiple of `patch` with Python's round (half to even);
+    with square_crop, a centre crop to min(w, h) at offsets ((w - side) // 2, (h - side) // 2).
+    Returns ((w, h) at the end, (w, h) after the resize, (left, top) of the crop)."""
+    w0, h0 = size
+    h = image_size
+    w = int(round(int(image_size / h0 * w0) / patch) * patch)  # the reference's two steps, its float order
+    if w < 1:
+        raise ValueError(f"a {w0}x{h0} frame resized to height {image_size} is {image_size / h0 * w0:.2f} pixels "
+                         f"wide, which rounds to width 0 at patch size {patch}")
+    if square_crop:
+        side = min(w, h)
+        return (side, side), (w, h), ((w - side) // 2, (h - side) // 2)
+    return (w, h), (w, h), (0, 0)
+
+
+def prepare_intrinsics(fxfycxcy, size: tuple[int, int], image_size: int, patch: int, square_crop: bool):
+    """fxfycxcy [4] of a frame of `size` (w0, h0) -> those of the prepared frame [4] (float32): scaled
+    by w / w0 and h / h0, then shifted by the crop, in float64 as the reference does."""
+    _, (w, h), (left, top) = prepared_size(size, image_size, patch, square_crop)
+    k = resize_intrinsics(torch.as_tensor(fxfycxcy, dtype=torch.float64), w / size[0], h / size[1])
+    return crop_intrinsics(k, left, top).float()
+
+
 def load_view(path: Path, fxfycxcy, image_size: int, patch: int, square_crop: bool):
-    """One image resized to height `image_size` (width a multiple of `patch`), optionally
-    centre-cropped to a square. Returns image [3, h, w] in [0, 1] and its fxfycxcy [4]."""
+    """One frame prepared as `prepared_size` says (PIL LANCZOS resize, then the crop).
+    Returns image [3, h, w] in [0, 1] and its fxfycxcy [4]."""
     with Image.open(path) as img:
         img = img.convert("RGB")
-        w0, h0 = img.size
-        h = image_size
-        w = max(patch, int(round(h / h0 * w0 / patch)) * patch)
-        img = img.resize((w, h), resample=Image.LANCZOS)
-        k = resize_intrinsics(torch.tensor(fxfycxcy, dtype=torch.float64), w / w0, h / h0)
-        if square_crop and w != h:
-            side = min(h, w)
-            left, top = (w - side) // 2, (h - side) // 2
-            img = img.crop((left, top, left + side, top + side))
-            k = crop_intrinsics(k, left, top)
+        try:
+            (w, h), resized, (left, top) = prepared_size(img.size, image_size, patch, square_crop)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        k = prepare_intrinsics(fxfycxcy, img.size, image_size, patch, square_crop)
+        img = img.resize(resized, resample=Image.LANCZOS)
+        if (w, h) != resized:
+            img = img.crop((left, top, left + w, top + h))
         pixels = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)  # [3, h, w]
-    return pixels, k.float()
+    return pixels, k
 
 
 def spread_context(context: list[int], num_input_views: int) -> list[int]:
@@ -116,7 +141,7 @@ class SceneDataset(torch.utils.data.Dataset):
             return None
         lo = max(self.min_frame_dist, self.num_views)
         hi = min(num_frames - 1, self.max_frame_dist)
-        if hi < lo:
+        if hi <= lo:  # the reference's test: a span of exactly min_frame_dist is never drawn alone
             return None
         span = rng.randint(lo, hi)
         start = rng.randint(0, num_frames - span - 1)

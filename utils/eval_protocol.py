@@ -20,11 +20,12 @@ from data.scene_format import SAMPLE_ERRORS
 from model import build_model, load_weights
 from utils.config import ConfigError
 from utils.distributed import DistInfo
-from utils.evaluate import render_scenes, score_scene
+from utils.evaluate import RESIZE_TO, render_scenes, resize_record, score_scene
 from utils.gallery import safe_name, save_scene_images, write_gallery_page
 from utils.metrics import LpipsScorer, ssim
 from utils.optim import AMP_DTYPES
 from utils.train_checkpoint import checkpoints
+from utils.video import TRAJECTORIES, reference_video_cameras, render_cameras, trajectory_cameras, write_video
 
 METRICS = ("psnr", "ssim", "lpips")
 
@@ -69,6 +70,9 @@ def evaluate_rank(cfg, model, dataset, dist: DistInfo, out_dir: Path, lpips: Lpi
                             lambda: _autocast(cfg, dist.device), on_error=failures.append, errors=SAMPLE_ERRORS,
                             incremental=cfg.inference.use_incremental_inference)
     for record in records:
+        video = scene_video(cfg, model, record, out_dir, dist.device) if cfg.inference.render_video else None
+        if cfg.inference.resize:  # after the video: the model renders it from the inputs at their own size
+            record = resize_record(record)
         scene_rows = score_scene(record)
         extra = {"ssim": ssim(record["render"], record["targets"]), "lpips": lpips(record["render"], record["targets"])}
         paths = save_scene_images(out_dir, record)
@@ -77,23 +81,44 @@ def evaluate_rank(cfg, model, dataset, dist: DistInfo, out_dir: Path, lpips: Lpi
             row.update({k: float(v[i]) for k, v in extra.items()})
             row.update(inputs=paths["inputs"], gt=paths["targets"][i], render=paths["renders"][i],
                        error=paths["errors"][i])
-        if cfg.inference.render_video:
-            video = scene_video(cfg, model, record, out_dir, dist.device)
-            for row in scene_rows:
+            if video is not None:
                 row["video"] = video
         rows += scene_rows
     return rows, failures
 
 
+def check_video_config(cfg) -> None:
+    """The render_video keys, checked before any scene is rendered: what the reference cannot do
+    (it renders traj_type "interpolate" only) or we cannot honour is an error naming the key."""
+    rv, key = cfg.inference.render_video_config, "inference.render_video_config"
+    if not cfg.inference.render_video:
+        return
+    if rv.traj_type not in TRAJECTORIES:
+        raise ConfigError(f"{key}.traj_type={rv.traj_type!r}: known {', '.join(TRAJECTORIES)} "
+                          f"(the reference renders 'interpolate' only)")
+    if rv.num_frames < 1:
+        raise ConfigError(f"{key}.num_frames={rv.num_frames}: must be >= 1")
+    if rv.traj_type == "spiral" and (rv.order_poses or not rv.loop_video):
+        raise ConfigError(f"{key}.{'order_poses' if rv.order_poses else 'loop_video'}: the spiral (ours, "
+                          f"num_frames in all) always loops and has no poses to order")
+    if rv.traj_type == "interpolate" and cfg.training.num_input_views + rv.loop_video < 2:
+        raise ConfigError(f"{key}.loop_video=false with training.num_input_views=1: no transition to interpolate")
+
+
 def scene_video(cfg, model, record: dict, out_dir: Path, device: torch.device) -> str:
-    """Render the scene along the configured trajectory through its input cameras; returns the
-    video's path relative to out_dir (mp4, or gif where no encoder is installed)."""
-    from utils.video import render_trajectory, write_video
+    """Render the scene along the configured path through its input cameras; returns the video's
+    path relative to out_dir (mp4, or gif where no encoder is installed). "interpolate" is the
+    reference's render_video (num_frames per transition, loop_video, order_poses); "spiral" is ours."""
     rv, v_in = cfg.inference.render_video_config, record["inputs"].shape[0]
-    frames = render_trajectory(model, record["inputs"].to(device), record["c2w"][:v_in].to(device),
-                               record["fxfycxcy"][:v_in].to(device), rv.num_frames, traj_type=rv.traj_type,
-                               loop=rv.loop_video, autocast=lambda: _autocast(cfg, device))
-    path = write_video(frames, out_dir / "videos" / f"{safe_name(record['scene'])}.mp4")
+    c2w, k = record["c2w"][:v_in], record["fxfycxcy"][:v_in]
+    if rv.traj_type == "interpolate":
+        cams = reference_video_cameras(c2w, k, rv.num_frames, rv.loop_video, rv.order_poses)
+    else:
+        cams = trajectory_cameras(c2w, k, rv.num_frames, rv.traj_type, loop=True)
+    frames = render_cameras(model, record["inputs"].to(device), c2w.to(device), k.to(device),
+                            *(x.to(device) for x in cams), autocast=lambda: _autocast(cfg, device))
+    # 30 fps: the reference's _save_video (utils/metric_utils.py)
+    path = write_video(frames, out_dir / "videos" / f"{safe_name(record['scene'])}.mp4", fps=30)
     return path.relative_to(out_dir).as_posix()
 
 
@@ -111,6 +136,7 @@ def run_evaluation(cfg, dist: DistInfo) -> Optional[dict]:
     out_dir = Path(cfg.inference_out_dir or cfg.inference.inference_out_dir or "")
     if not str(out_dir) or str(out_dir) == ".":
         raise ConfigError("inference_out_dir: say where to write the evaluation (inference_out_dir=DIR)")
+    check_video_config(cfg)
     ckpt_path = find_checkpoint(cfg)
     model = build_model(cfg.model).to(dist.device)
     ckpt = load_weights(model, ckpt_path)
@@ -123,7 +149,7 @@ def run_evaluation(cfg, dist: DistInfo) -> Optional[dict]:
         return None
     rows.sort(key=lambda r: (r["scene"], r["target"]))
     header = protocol_header(cfg, ckpt_path, ckpt, dataset, failures, lpips)
-    return write_outputs(out_dir, header, rows)
+    return write_outputs(out_dir, header, rows, gallery=cfg.inference.generate_website)
 
 
 def protocol_header(cfg, ckpt_path: Path, ckpt: dict, dataset: SceneDataset, failures: list, lpips) -> dict:
@@ -136,6 +162,8 @@ def protocol_header(cfg, ckpt_path: Path, ckpt: dict, dataset: SceneDataset, fai
         "input_views": t.num_input_views, "target_views": t.num_target_views, "target_has_input": False,
         "incremental": cfg.inference.use_incremental_inference,
         "index_file": str(index), "index_sha256": file_hash(index), "scene_list": t.dataset_path,
+        "scored_size": (f"{RESIZE_TO[0]}x{RESIZE_TO[1]} (inference.resize: bilinear, align_corners=False)"
+                        if cfg.inference.resize else "as rendered"),
         "metrics": "PSNR per image on [0, 1]-clamped images, averaged; SSIM (scikit-image, gaussian, win 11, "
                    "data_range 1); LPIPS (lpips, VGG, normalize=True)",
         "lpips_status": "available" if lpips.available else f"unavailable: {lpips.reason}",
@@ -144,7 +172,7 @@ def protocol_header(cfg, ckpt_path: Path, ckpt: dict, dataset: SceneDataset, fai
     }
 
 
-def write_outputs(out_dir: Path, header: dict, rows: list[dict]) -> dict:
+def write_outputs(out_dir: Path, header: dict, rows: list[dict], gallery: bool = True) -> dict:
     columns = ["scene", "target", "frame", *METRICS, "psnr_nearest_view", "psnr_mean_image"]
     with open(out_dir / "per_image.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
@@ -166,8 +194,9 @@ def write_outputs(out_dir: Path, header: dict, rows: list[dict]) -> dict:
     means = {m: _finite(sum(r[m] for r in rows) / len(rows)) if rows else None for m in METRICS}
     summary = {**header, "images": len(rows), "scenes": len(per_scene), **means}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    write_gallery_page(out_dir, [{k: _finite(v) for k, v in r.items()} for r in rows], title=f"{header['model']} on {Path(header['scene_list']).parent.name}",
-                       header=summary)
+    if gallery:
+        title = f"{header['model']} on {Path(header['scene_list']).parent.name}"
+        write_gallery_page(out_dir, [{k: _finite(v) for k, v in r.items()} for r in rows], title=title, header=summary)
     return summary
 
 

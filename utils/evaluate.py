@@ -7,6 +7,7 @@ Rendering, scoring and writing are separate steps: `render_scenes` yields one re
 from typing import Callable, Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 
 from utils.metrics import mean_image_baseline, nearest_view_baseline, psnr
 
@@ -45,6 +46,19 @@ def render_scenes(model: torch.nn.Module, dataset, indices: list[int], num_input
                    "render": render[0].float().cpu(), "c2w": sample["c2w"], "fxfycxcy": sample["fxfycxcy"]}
     finally:
         model.train(was_training)
+
+
+# inference.resize: Efficient-LVSM utils/metric_utils.py resize_image, applied in export_results to the
+# inputs, targets and renders before they are saved and scored (PSNR, SSIM, LPIPS); not to videos.
+# A fixed 256 x 256 whatever the rendered size, bilinear, align_corners=False, no antialiasing.
+RESIZE_TO = (256, 256)
+
+
+def resize_record(record: dict) -> dict:
+    """The record with its inputs, targets and render [v, 3, h, w] resized to RESIZE_TO as the
+    reference's inference.resize does; cameras and frame indices unchanged."""
+    return {**record, **{k: F.interpolate(record[k], size=RESIZE_TO, mode="bilinear", align_corners=False)
+                         for k in ("inputs", "targets", "render")}}
 
 
 def score_scene(record: dict) -> list[dict]:

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from data.dataset_scene import load_view
+from data.dataset_scene import load_view, prepare_intrinsics, prepared_size
 from data.scene_format import IMAGE_ERRORS, write_text_atomic
 from utils.camera_check import camera_picture, centres_coincide, layout_problems
 from utils.camera_io import PosedImages, read_cameras, read_target_cameras
-from utils.geometry import crop_intrinsics, normalize_scene_poses, resize_intrinsics
+from utils.geometry import normalize_scene_poses
 from utils.gallery import safe_name, save_png
 from utils.metrics import psnr
 from utils.model_io import load_model
@@ -104,24 +104,6 @@ def choose_views(names: list[str], inputs: str | None, targets: str | None, num_
 
 
 # ----------------------------------------------------------------------------- preparing
-def prepared_size(size: tuple[int, int], image_size: int, patch: int, square_crop: bool):
-    """For an image of size (w0, h0), as load_view prepares it: ((w, h) at the end, (w, h) after the
-    resize, (left, top) of the crop)."""
-    w0, h0 = size
-    w = max(patch, int(round(image_size / h0 * w0 / patch)) * patch)  # as data.dataset_scene.load_view
-    if square_crop and w != image_size:
-        side = min(w, image_size)
-        return (side, side), (w, image_size), ((w - side) // 2, (image_size - side) // 2)
-    return (w, image_size), (w, image_size), (0, 0)
-
-
-def prepare_intrinsics(fxfycxcy: torch.Tensor, size, image_size: int, patch: int, square_crop: bool):
-    """fxfycxcy [4] of an image of `size` (w, h) -> those of the prepared image (as load_view)."""
-    _, (w, h), (left, top) = prepared_size(size, image_size, patch, square_crop)
-    k = resize_intrinsics(fxfycxcy.double(), w / size[0], h / size[1])
-    return crop_intrinsics(k, left, top).float()
-
-
 def load_views(posed: PosedImages, ids: list[int], image_size: int, patch: int, square_crop: bool) -> Prepared:
     """Load and prepare posed images; all must come out the same size."""
     images, ks = [], []

@@ -1,4 +1,9 @@
-"""Videos of one scene along a camera path: render the frames, write them as mp4 (or GIF).
+"""Videos of one scene along a camera path: the path's cameras, the frames rendered there, the file
+(mp4, or GIF).
+
+Two meanings of a frame count: `trajectory_cameras` spreads `num_frames` in all over the path (own
+photos); `reference_video_cameras` is the reference evaluation's render_video, where
+`inference.render_video_config.num_frames` counts the frames of each transition between two cameras.
 
 Rendering is separate from writing so the evaluator can render on the GPU and write on the host.
 mp4 needs an ffmpeg backend for imageio (the imageio-ffmpeg package, which ships its own ffmpeg
@@ -18,6 +23,43 @@ from utils.geometry import interpolate_trajectory, spiral_trajectory
 TRAJECTORIES = ("interpolate", "spiral")
 
 
+def nearest_neighbour_order(centres: torch.Tensor) -> list[int]:
+    """The reference's order_poses (utils/camera_utils.py get_ordered_poses_and_k): start at camera 0,
+    then repeatedly take the remaining camera whose centre is nearest (Euclidean) to the last one
+    taken; ties go to the earliest remaining camera (torch.argmin). centres [v, 3] -> v indices."""
+    order, remaining = [0], list(range(1, centres.shape[0]))
+    while remaining:
+        dist = (centres[order[-1]] - centres[remaining]).norm(dim=-1)  # [len(remaining)]
+        order.append(remaining.pop(int(dist.argmin())))
+    return order
+
+
+def reference_video_cameras(c2w: torch.Tensor, fxfycxcy: torch.Tensor, num_frames: int, loop_video: bool,
+                            order_poses: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cameras of the reference's render_video with traj_type "interpolate" (Efficient-LVSM and LVSM
+    model render_video, utils/camera_utils.py get_interpolated_poses_many), from the input cameras
+    c2w [v_in, 4, 4], fxfycxcy [v_in, 4]:
+
+    1. loop_video appends camera 0 at the end (so the path returns to it);
+    2. order_poses then reorders all of them by `nearest_neighbour_order` (the appended copy too);
+    3. each consecutive pair is one transition of `num_frames` frames at t = linspace(0, 1, num_frames)
+       (both ends included, so a junction camera appears twice): slerp rotation, linear centre and
+       intrinsics.
+    Returns (c2w [(v - 1) * num_frames, 4, 4], fxfycxcy [(v - 1) * num_frames, 4]), v = v_in + loop_video.
+    """
+    if loop_video:
+        c2w, fxfycxcy = torch.cat([c2w, c2w[:1]]), torch.cat([fxfycxcy, fxfycxcy[:1]])
+    if order_poses:
+        order = nearest_neighbour_order(c2w[:, :3, 3])
+        c2w, fxfycxcy = c2w[order], fxfycxcy[order]
+    if c2w.shape[0] < 2:
+        raise ValueError(f"{c2w.shape[0]} camera: an interpolated video needs two (loop_video adds the first again)")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1 (frames per transition), got {num_frames}")
+    parts = [interpolate_trajectory(c2w[i:i + 2], fxfycxcy[i:i + 2], num_frames) for i in range(c2w.shape[0] - 1)]
+    return torch.cat([c for c, _ in parts]), torch.cat([k for _, k in parts])
+
+
 def trajectory_cameras(c2w: torch.Tensor, fxfycxcy: torch.Tensor, num_frames: int, traj_type: str,
                        loop: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Cameras of a path through the input cameras c2w [v_in, 4, 4], fxfycxcy [v_in, 4]:
@@ -34,41 +76,54 @@ def trajectory_cameras(c2w: torch.Tensor, fxfycxcy: torch.Tensor, num_frames: in
     raise ValueError(f"traj_type='{traj_type}' is not a known trajectory; known: {', '.join(TRAJECTORIES)}")
 
 
-@torch.no_grad()
 def render_trajectory(model: torch.nn.Module, images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor,
                       num_frames: int, traj_type: str = "interpolate", loop: bool = True, batch: int = 8,
                       autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                       ) -> torch.Tensor:
-    """Render one scene along a camera path.
+    """Render one scene along `trajectory_cameras(c2w, fxfycxcy, num_frames, traj_type, loop)`
+    (num_frames in all); arguments and result as `render_cameras`."""
+    path_c2w, path_k = trajectory_cameras(c2w, fxfycxcy, num_frames, traj_type, loop)  # [f, 4, 4], [f, 4]
+    return render_cameras(model, images, c2w, fxfycxcy, path_c2w, path_k, batch=batch, autocast=autocast)
 
-    images [v_in, 3, h, w] in [0, 1], c2w [v_in, 4, 4] (OpenCV), fxfycxcy [v_in, 4] in pixels, all on
-    the model's device (no batch axis: one scene). Frames are rendered `batch` target views at a time
-    under `autocast()`. A model with `encode`/`render` (Efficient-LVSM) encodes the inputs once and
-    renders every chunk from that cache. The model should be in eval mode.
-    Returns frames [num_frames, 3, h, w], float32 on the CPU.
-    """
+
+def _check_scene(images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor) -> None:
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [v_in, 3, h, w] for one scene, got {list(images.shape)}")
     v_in = images.shape[0]
     if tuple(c2w.shape) != (v_in, 4, 4) or tuple(fxfycxcy.shape) != (v_in, 4):
         raise ValueError(f"c2w {list(c2w.shape)} and fxfycxcy {list(fxfycxcy.shape)} must be "
                          f"[{v_in}, 4, 4] and [{v_in}, 4] to match images {list(images.shape)}")
+
+
+@torch.no_grad()
+def render_cameras(model: torch.nn.Module, images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor,
+                   path_c2w: torch.Tensor, path_k: torch.Tensor, batch: int = 8,
+                   autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                   ) -> torch.Tensor:
+    """Render one scene at the cameras path_c2w [f, 4, 4], path_k [f, 4].
+
+    images [v_in, 3, h, w] in [0, 1], c2w [v_in, 4, 4] (OpenCV), fxfycxcy [v_in, 4] in pixels, all on
+    the model's device (no batch axis: one scene). Frames are rendered `batch` target views at a time
+    under `autocast()`. A model with `encode`/`render` (Efficient-LVSM) encodes the inputs once and
+    renders every chunk from that cache. The model should be in eval mode.
+    Returns frames [f, 3, h, w], float32 on the CPU.
+    """
+    _check_scene(images, c2w, fxfycxcy)
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    path_c2w, path_k = trajectory_cameras(c2w, fxfycxcy, num_frames, traj_type, loop)  # [f, 4, 4], [f, 4]
-    path_c2w, path_k = path_c2w.to(c2w.dtype), path_k.to(fxfycxcy.dtype)
+    path_c2w, path_k = path_c2w.to(c2w), path_k.to(fxfycxcy)
     cached = hasattr(model, "encode") and hasattr(model, "render")
     frames = []
     with autocast():
         cache = model.encode(images[None], c2w[None], fxfycxcy[None]) if cached else None
-        for start in range(0, num_frames, batch):
+        for start in range(0, path_c2w.shape[0], batch):
             tc2w, tk = path_c2w[start:start + batch], path_k[start:start + batch]  # [chunk, 4, 4], [chunk, 4]
             if cached:
                 out = model.render(cache, tc2w[None], tk[None])  # [1, chunk, 3, h, w]
             else:
                 out = model(images[None], c2w[None], fxfycxcy[None], tc2w[None], tk[None])  # [1, chunk, 3, h, w]
             frames.append(out[0].float().cpu())
-    return torch.cat(frames)  # [num_frames, 3, h, w]
+    return torch.cat(frames)  # [f, 3, h, w]
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
