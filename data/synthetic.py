@@ -5,8 +5,10 @@ Two kinds:
 - ``rooms``: a textured box room with 2-5 textured boxes standing on the floor (rotated about the
   vertical), seen by a camera walking through it the way real-estate videos do: forward along a
   smooth arc, turning slowly, a little pitch and sideways drift, never near a wall or a box.
-- ``objects``: 2-4 textured spheres and boxes around the origin, seen from cameras on a sphere
-  looking at the origin; images are RGBA with alpha the hit mask (RGB white where nothing is hit).
+- ``objects``: 2-4 textured spheres and boxes around the origin, seen from cameras on an orbit
+  looking at the origin, frame i at azimuth 360 i / frames as the authors' Blender renders (so the
+  object loader's groups of 8 frames are quarters of the orbit); images are RGBA with alpha the hit
+  mask (RGB white where nothing is hit).
 
 Every pixel's ray is intersected exactly with every primitive (slab method for boxes, the quadratic
 for spheres) and the nearest hit wins, so occlusion is exact. Colours depend only on the surface
@@ -133,10 +135,16 @@ def _object_scene(rng: np.random.Generator, split: str, frames: int, size: int) 
         else:
             boxes.append([*centre, *rng.uniform(0.1, 0.3, 3), rng.uniform(0, np.pi)])
     textures, tile, offset = _materials(rng, split, len(boxes) + len(spheres), (0.3, 1.0))
-    azimuth, elevation = rng.uniform(0, 2 * np.pi, frames), rng.uniform(-0.2, 1.0, frames)
+    # The authors' Blender orbit (objaverse-xl/scripts/rendering/blender_script.py, Efficient-LVSM
+    # a88aed0): frame i at azimuth 360 i / frames, elevation 20 degrees, both jittered by up to 2
+    # degrees, vertical FoV 49.1 degrees. One distance per scene (Blender draws one per frame), in
+    # 2.2-3.0 instead of 1.5-2.8 as these objects span about 1.7 units, Blender's a unit cube.
+    jitter = np.radians(2)
+    azimuth = 2 * np.pi * np.arange(frames) / frames + rng.uniform(-jitter, jitter, frames)
+    elevation = np.radians(20) + rng.uniform(-jitter, jitter, frames)
     position = rng.uniform(2.2, 3.0) * np.stack(
         [np.cos(elevation) * np.sin(azimuth), np.sin(elevation), np.cos(elevation) * np.cos(azimuth)], -1)
-    return Scene(_look(position, -position), _intrinsics(rng, frames, size, (45, 55)), textures, tile, offset,
+    return Scene(_look(position, -position), _intrinsics(rng, frames, size, (49.1, 49.1)), textures, tile, offset,
                  None, np.array(boxes).reshape(-1, 7), np.arange(len(boxes)), np.array(spheres).reshape(-1, 4),
                  len(boxes) + np.arange(len(spheres)))
 

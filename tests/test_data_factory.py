@@ -46,8 +46,13 @@ def test_object_dataset_from_config(generated):
     sample = build_dataset(cfg)[1]
     assert sample["image"].shape == (4, 3, 32, 32)
     assert sample["image"][:, :, 0, 0].abs().max() == 0  # corners miss the object: background black
-    # Blender cameras converted: the origin, where the cameras look, projects to the principal point.
-    uv, depth = project_points(torch.zeros(1, 3).double(), sample["c2w"].double(), sample["fxfycxcy"].double())
+    # Blender cameras converted (and normalized): the point all optical axes meet (the object's
+    # centre, least squares) projects to the principal point of every view.
+    c2w = sample["c2w"].double()
+    eye = torch.eye(3, dtype=torch.float64)
+    off_axis = eye - c2w[:, :3, 2, None] * c2w[:, None, :3, 2]  # [v, 3, 3] projectors off each axis
+    centre = torch.linalg.solve(off_axis.sum(0), (off_axis @ c2w[:, :3, 3, None]).sum(0))  # [3, 1]
+    uv, depth = project_points(centre.T, c2w, sample["fxfycxcy"].double())
     assert (depth > 0).all() and torch.allclose(uv[:, 0], sample["fxfycxcy"][:, 2:].double(), atol=1e-3)
 
 
