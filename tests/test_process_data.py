@@ -140,3 +140,51 @@ def test_missing_root_exits_2(tmp_path, capsys):
     (tmp_path / "empty" / "train").mkdir(parents=True)
     assert _run(tmp_path / "empty", tmp_path / "out") == 2
     assert "no .torch files" in capsys.readouterr().err
+
+
+def test_reference_flags_num_processes_and_chunk_size(chunks, tmp_path, capsys):
+    """The authors' command line (--num_processes, --chunk_size) converts the same scenes."""
+    out = tmp_path / "out"
+    assert main(["--base_path", str(chunks), "--output_dir", str(out), "--num_processes", "2",
+                 "--chunk_size", "10"]) == 0
+    assert "2 scenes converted" in capsys.readouterr().out
+    assert (out / "train" / "full_list.txt").read_text().splitlines() == [
+        "metadata/good_a.json", "metadata/good_b.json"]
+
+
+def test_chunk_size_is_files_per_worker_task(chunks, tmp_path, monkeypatch):
+    """As the reference's Pool.imap chunksize: each task holds up to --chunk_size .torch files."""
+    import utils.process_data as process_data
+    torch.save([_scene("good_c", 2, 7)], chunks / "train" / "000002.torch")
+    tasks = []
+
+    class InlinePool:  # runs tasks in this process and records them
+        def __init__(self, workers, mp_context=None):
+            self.workers = workers
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, fn, batch, out_dir):
+            from concurrent.futures import Future
+            tasks.append((self.workers, [p.name for p in batch]))
+            future = Future()
+            future.set_result(fn(batch, out_dir))
+            return future
+
+    monkeypatch.setattr(process_data, "ProcessPoolExecutor", InlinePool)
+    out = tmp_path / "out"
+    assert main(["--base_path", str(chunks), "--output_dir", str(out), "--num_processes", "3",
+                 "--chunk_size", "2"]) == 0
+    assert tasks == [(3, ["000000.torch", "000001.torch"]), (3, ["000002.torch"])]
+    assert len((out / "train" / "full_list.txt").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("flag", ["--num_processes", "--chunk_size"])
+def test_reference_flags_reject_zero(chunks, tmp_path, capsys, flag):
+    with pytest.raises(SystemExit):
+        main(["--base_path", str(chunks), "--output_dir", str(tmp_path / "out"), flag, "0"])
+    assert f"{flag}" in capsys.readouterr().err

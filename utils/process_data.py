@@ -1,6 +1,11 @@
 """Convert pixelSplat-style chunks (RealEstate10K, ACID) into the scene format of data/scene_format.
 
     python utils/process_data.py --base_path ROOT --output_dir OUT --mode train [--num_workers 4]
+    python utils/process_data.py --base_path ROOT --output_dir OUT --num_processes 32 --chunk_size 10
+
+The reference's flags (LVSM's process_data.py, Efficient-LVSM's utils/process_data.py) mean the same
+here: --num_processes is --num_workers, --chunk_size the number of .torch files handed to a worker at
+a time (its Pool.imap chunksize; the output does not depend on it), --data_dir is --base_path.
     python utils/process_data.py --base_path ROOT --output_dir OUT --check
 
 Reads every ROOT/<mode>/*.torch: a list of scenes {"key", "url", "timestamps" int64 [n],
@@ -111,6 +116,11 @@ def convert_chunk(chunk_path: Path, out_dir: Path) -> list[tuple[str, str, str |
     return [convert_scene(scene, out_dir) for scene in scenes]
 
 
+def convert_chunks(chunk_paths: list[Path], out_dir: Path) -> list[tuple[str, str, str | None]]:
+    """One worker task: --chunk_size files, converted one after the other."""
+    return [result for path in chunk_paths for result in convert_chunk(path, out_dir)]
+
+
 def write_full_list(out_dir: Path) -> int:
     """Rewrite out_dir/full_list.txt from the metadata JSONs present; returns how many it lists."""
     names = sorted(p.name for p in (out_dir / "metadata").glob("*.json"))
@@ -144,12 +154,18 @@ def main(argv=None) -> int:
                         help="folder holding <mode>/*.torch")
     parser.add_argument("--output_dir", help="where <mode>/ is written (not needed with --check)")
     parser.add_argument("--mode", default="train", choices=("train", "test"))
-    parser.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--num_workers", "--num_processes", dest="num_workers", type=int,
+                        default=min(4, os.cpu_count() or 1),
+                        help="worker processes (the reference: --num_processes)")
+    parser.add_argument("--chunk_size", type=int, default=1,
+                        help=".torch files handed to a worker at a time (as the reference's); output is the same")
     parser.add_argument("--check", action="store_true",
                         help="print the first scene's camera and image size; convert nothing")
     args = parser.parse_args(argv)
     if args.num_workers < 1:
-        parser.error(f"--num_workers must be >= 1, got {args.num_workers}")
+        parser.error(f"--num_workers (--num_processes) must be >= 1, got {args.num_workers}")
+    if args.chunk_size < 1:
+        parser.error(f"--chunk_size must be >= 1, got {args.chunk_size}")
     if not args.check and args.output_dir is None:
         parser.error("--output_dir is required unless --check is given")
 
@@ -172,11 +188,12 @@ def main(argv=None) -> int:
                 bar.update()
         else:
             # spawn, not fork: forking a parent whose torch thread pools already run can deadlock.
+            batches = [chunks[i:i + args.chunk_size] for i in range(0, len(chunks), args.chunk_size)]
             with ProcessPoolExecutor(args.num_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = [pool.submit(convert_chunk, chunk, out_dir) for chunk in chunks]
+                futures = {pool.submit(convert_chunks, batch, out_dir): len(batch) for batch in batches}
                 for future in as_completed(futures):
                     results += future.result()
-                    bar.update()
+                    bar.update(futures[future])
     listed = write_full_list(out_dir)
 
     failed = [(key, reason) for key, status, reason in results if status == "failed"]

@@ -1,0 +1,43 @@
+"""training.api_key_path: the reference's YAML key file (`wandb: KEY`, its configs/api_keys.yaml)
+and a bare key in a text file both give the key; a YAML file without `wandb` warns, naming it."""
+
+import pytest
+
+from utils.train_log import _wandb_key
+
+
+@pytest.fixture(autouse=True)
+def no_env_key(monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+
+
+def test_reference_yaml_key_file(tmp_path):
+    path = tmp_path / "api_keys.yaml"
+    path.write_text("# from the authors' template\nwandb: 0123abcd\nother_service: zzz\n")
+    assert _wandb_key(str(path)) == "0123abcd"
+
+
+def test_bare_key_file(tmp_path):
+    path = tmp_path / "wandb_key.txt"
+    path.write_text("  0123456789abcdef0123456789abcdef01234567\n")
+    assert _wandb_key(str(path)) == "0123456789abcdef0123456789abcdef01234567"
+    path.write_text("12345678\n")  # YAML would read an int: still the bare key, as written
+    assert _wandb_key(str(path)) == "12345678"
+
+
+@pytest.mark.parametrize("text", ["github: abc\n", "wandb:\n"])
+def test_yaml_without_wandb_entry_warns_with_the_file(tmp_path, monkeypatch, text):
+    path = tmp_path / "keys.yaml"
+    path.write_text(text)
+    with pytest.warns(UserWarning, match=r"keys.yaml is a YAML mapping without a 'wandb' entry"):
+        assert _wandb_key(str(path)) is None
+    monkeypatch.setenv("WANDB_API_KEY", "from_env")
+    with pytest.warns(UserWarning, match="keys.yaml"):
+        assert _wandb_key(str(path)) == "from_env"
+
+
+def test_missing_file_warns_and_falls_back_to_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "from_env")
+    with pytest.warns(UserWarning, match="nothing_here.yaml not found"):
+        assert _wandb_key(str(tmp_path / "nothing_here.yaml")) == "from_env"
+    assert _wandb_key(None) == "from_env"
