@@ -4,9 +4,10 @@
         training.dataset_path=data/re10k/test/full_list.txt inference_out_dir=outputs/eval
     torchrun --nproc_per_node 4 inference.py --config ... (same; each scene is scored once)
 
-The reference's evaluation overrides (`training.num_views = 5`, `inference.compute_metrics = true`,
-...) are accepted as written. Outputs under inference_out_dir: summary.json (protocol header and
-means), per_image.csv/json, per_scene.csv/json, index.html and, with inference.render_video, videos/.
+The reference's evaluation overrides (its scripts/eval.sh) are accepted as written; those that have
+no effect here are named in a warning at start. Outputs under inference_out_dir: summary.json
+(protocol header and means), per_image.csv/json, per_scene.csv/json, index.html and, with
+inference.render_video, videos/.
 """
 
 import argparse
@@ -14,7 +15,7 @@ import sys
 
 import yaml
 
-from utils.config import ConfigError, load_config
+from utils.config import ConfigError, inert_key_warnings, load_config
 from utils.distributed import cleanup, init_distributed
 
 
@@ -30,6 +31,9 @@ def main(argv=None):
     from model.checkpoint import CheckpointError  # after the config is known good: imports torch
     from utils.eval_protocol import run_evaluation
     dist = init_distributed(cfg.training.device)
+    if dist.is_main:
+        for line in inert_key_warnings(cfg):  # keys accepted only so the authors' files load
+            print(line)
     try:
         summary = run_evaluation(cfg, dist)
     except (ConfigError, FileNotFoundError, CheckpointError) as err:

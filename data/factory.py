@@ -9,19 +9,21 @@ import random
 from pathlib import Path
 from typing import Optional
 
-from data.dataset_object import ObjectDataset
+from data.dataset_object import CAMERA_CONVENTIONS, VIEW_SAMPLERS, ObjectDataset
 from data.dataset_scene import SceneDataset
 from utils.config import ConfigError
 
 # training.dataset_name -> kind; the reference's class paths are accepted as written in its configs.
-DATASETS = {"scene": "scene", "data.dataset_scene.Dataset": "scene",
-            "object": "object", "data.dataset_object.Dataset": "object"}
+DATASETS = {"scene": "scene", "data.dataset_scene.Dataset": "scene", "object": "object",
+            "data.dataset_object.Dataset": "object", "data.dataset_object.ObjaverseDataset": "object"}
 VIEW_MASK_STRATEGIES = ("unified",)
 
 
-def check_view_counts(training) -> None:
-    """Raise ConfigError naming the keys if the view counts cannot be sampled."""
+def check_view_counts(training, num_views: Optional[int] = None) -> None:
+    """Raise ConfigError naming the keys if the view counts cannot be sampled (`num_views`: the frames
+    per sample, training.num_views unless the model family derives it)."""
     t = training
+    num_views = t.num_views if num_views is None else num_views
     most_inputs = t.num_input_views
     if t.use_view_masking:
         if t.view_mask_strategy not in VIEW_MASK_STRATEGIES:
@@ -39,10 +41,10 @@ def check_view_counts(training) -> None:
         raise ConfigError(f"training.view_selector.min_frame_dist={vs.min_frame_dist} is above "
                           f"max_frame_dist={vs.max_frame_dist}")
     needed = most_inputs + (0 if t.target_has_input else t.num_target_views)
-    if needed > t.num_views:
+    if needed > num_views:
         which = "view_max" if t.use_view_masking else "num_input_views"
         extra = "" if t.target_has_input else f" + num_target_views={t.num_target_views}"
-        raise ConfigError(f"training.num_views={t.num_views} is fewer than {which}={most_inputs}{extra} "
+        raise ConfigError(f"training.num_views={num_views} is fewer than {which}={most_inputs}{extra} "
                           f"(target_has_input={t.target_has_input})")
 
 
@@ -56,28 +58,51 @@ def input_views_for_step(training, step: int) -> int:
 
 
 def build_dataset(cfg, list_file: Optional[str | Path] = None, eval_index: Optional[str | Path] = None,
-                  seed: Optional[int] = None):
+                  seed: Optional[int] = None, num_views: Optional[int] = None):
     """The dataset training.dataset_name names, reading list_file (training.dataset_path by default).
-    With eval_index (scenes only), the fixed evaluation views of that pixelSplat index."""
+    With eval_index (scenes only), the fixed evaluation views of that pixelSplat index. `num_views`:
+    frames per training sample (training.num_views by default; the trainer passes its family's)."""
     t, tok = cfg.training, cfg.model.image_tokenizer
     kind = DATASETS.get(t.dataset_name)
     if kind is None:
         raise ConfigError(f"training.dataset_name: unknown dataset {t.dataset_name!r}; choose one of {list(DATASETS)}")
-    check_view_counts(t)
+    num_views = t.num_views if num_views is None else num_views
+    check_view_counts(t, num_views)
+    if kind == "object":
+        if eval_index is not None:
+            raise ConfigError("an evaluation index applies to scene datasets only, not to objects")
+        return _object_dataset(cfg, list_file, num_views, t.seed if seed is None else seed)
     list_file = Path(list_file if list_file is not None else t.dataset_path)
     if not list_file.is_file():
         key = "training.dataset_path" if list_file == Path(t.dataset_path) else "the scene list"
         raise FileNotFoundError(f"{key}: scene list not found: {list_file} (generate the synthetic data with "
                                 "`python -m data.synthetic --out DIR`, or convert a dataset with utils/process_data.py)")
     seed = t.seed if seed is None else seed
-    if kind == "object":
-        if eval_index is not None:
-            raise ConfigError("an evaluation index applies to scene datasets only, not to objects")
-        o = t.objects
-        return ObjectDataset(list_file, image_size=tok.image_size, num_views=t.num_views, background=list(o.background),
-                             camera_convention=o.camera_convention, scale=o.scale, seed=seed)
     most_inputs = t.view_max if t.use_view_masking else t.num_input_views
-    return SceneDataset(list_file, image_size=tok.image_size, patch_size=tok.patch_size, num_views=t.num_views,
+    return SceneDataset(list_file, image_size=tok.image_size, patch_size=tok.patch_size, num_views=num_views,
                         num_input_views=most_inputs, num_target_views=t.num_target_views, square_crop=t.square_crop,
                         scene_scale_factor=t.scene_scale_factor, min_frame_dist=t.view_selector.min_frame_dist,
                         max_frame_dist=t.view_selector.max_frame_dist, eval_index=eval_index, seed=seed)
+
+
+def _object_dataset(cfg, source: Optional[str | Path], num_views: int, seed: int) -> ObjectDataset:
+    """Objects from `source`, else training.list_path (a JSON {uid: folder}, as the reference), else
+    training.dataset_path (a list file, or a folder of render folders)."""
+    t, tok, o = cfg.training, cfg.model.image_tokenizer, cfg.training.objects
+    key = "the object list" if source is not None else "training.list_path" if t.list_path else "training.dataset_path"
+    source = Path(source if source is not None else t.list_path or t.dataset_path)
+    if not source.exists():
+        raise FileNotFoundError(f"{key}: not found: {source} (a list of scene JSONs or render folders, a folder "
+                                "of render folders, or a JSON {uid: folder}; synthetic objects: "
+                                "`python -m data.synthetic --out DIR --kind objects`)")
+    for name, value, allowed in (("camera_convention", o.camera_convention, CAMERA_CONVENTIONS),
+                                 ("view_sampler", o.view_sampler, VIEW_SAMPLERS)):
+        if value not in allowed:
+            raise ConfigError(f"training.objects.{name}: {value!r} is not one of {list(allowed)}")
+    if o.background is not None and len(o.background) != 3:
+        raise ConfigError(f"training.objects.background: {list(o.background)} must be 3 numbers (RGB) or null")
+    background = None if o.background is None else list(o.background)
+    return ObjectDataset(source, image_size=tok.image_size, patch_size=tok.patch_size, num_views=num_views,
+                         square_crop=t.square_crop, background=background, camera_convention=o.camera_convention,
+                         fov_deg=o.fov_deg, normalize_poses=o.normalize_poses, scene_scale_factor=t.scene_scale_factor,
+                         view_sampler=o.view_sampler, scale=o.scale, seed=seed)

@@ -89,3 +89,57 @@ def test_config_is_read_only():
 def test_unknown_model_name_suggests():
     with pytest.raises(ValueError, match="did you mean 'efficient_lvsm'"):
         resolve_model_name("efficient_lvms")
+
+
+def _code_outside_schema() -> str:
+    skip = {ROOT / "utils" / "config.py", ROOT / "model" / "config.py"}
+    files = [p for d in ("model", "data", "utils", "scripts") for p in (ROOT / d).rglob("*.py")]
+    files += list(ROOT.glob("*.py"))
+    return "\n".join(p.read_text() for p in files if p not in skip)
+
+
+def test_every_schema_key_is_read_or_listed_as_reference_only():
+    """No silent key: a key no code mentions must be in REFERENCE_ONLY (which warns when it is set)."""
+    import dataclasses
+    import re
+    from utils.config import _PATHS, REFERENCE_ONLY
+    code = _code_outside_schema()
+    assert set(REFERENCE_ONLY) <= set(_PATHS)
+    unread = []
+    for path, tp in _PATHS.items():
+        leaf = path.rsplit(".", 1)[-1]
+        if dataclasses.is_dataclass(tp) or path in REFERENCE_ONLY:
+            continue
+        if not re.search(rf"\.{leaf}\b|[\"']{leaf}[\"']", code):
+            unread.append(path)
+    assert unread == [], f"keys no code reads and REFERENCE_ONLY does not list: {unread}"
+    for path in REFERENCE_ONLY:  # and a listed key is really unread (else it belongs in the read table)
+        leaf = path.rsplit(".", 1)[-1]
+        if leaf in ("source", "rotate_y"):  # names other code uses too (camera sources, the pose check's sweep)
+            continue
+        assert not re.search(rf"\.{leaf}\b|[\"']{leaf}[\"']", code), f"{path} is listed as reference-only but read"
+
+
+def test_reference_only_keys_warn_once_at_start(reference_dir):
+    from utils.config import inert_key_warnings
+    warnings = inert_key_warnings(load_config(reference_dir / "configs" / "Efficient-LVSM.yaml"))
+    assert [w.split("=")[0] for w in warnings] == ["warning: training.dataset_len", "warning: training.num_threads",
+                                                   "warning: model.image_tokenizer.model_source_dir"]
+    assert inert_key_warnings(load_config(reference_dir / "configs" / "LVSM_scene_decoder_only.yaml")) == []
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["model.transformer.attention_arch=flex", "demo.rotate_x=3"])
+    assert len(inert_key_warnings(cfg)) == 2 and "attention_arch='flex'" in inert_key_warnings(cfg)[0]
+
+
+def test_reference_script_keys_load(reference_dir):
+    """The keys the authors' scripts pass (scripts/train.sh, scripts/eval.sh) load as they write them."""
+    cfg = load_config(reference_dir / "configs" / "Efficient-LVSM.yaml", [
+        "training.wandb_exp_name", "=", "x", "model.image_tokenizer.type", "=", "dinov3", "model.repa_config", "=",
+        "8-2", "training.resume_ckpt", "=", "ckpt.pt", "training.reset_training_state", "=", "true",
+        "training.checkpoint_every_epoch", "=", "5", "training.train_epochs", "=", "100", "training.train_time", "=", "24"])
+    assert cfg.model.repa_config == "8-2" and cfg.training.resume_ckpt == "ckpt.pt" and cfg.training.reset_training_state
+
+
+def test_rejected_reference_keys_say_why():
+    for key in ("training.shuffle_input_views=true", "training.dynamic_input_view_num=true"):
+        with pytest.raises(ConfigError, match=rf"'{key.split('=')[0]}' is a key of the reference .* not support"):
+            load_config(ROOT / "configs" / "tiny.yaml", [key])

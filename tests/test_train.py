@@ -168,7 +168,7 @@ def test_optim_step_guards():
 
 
 def test_schedule_and_param_groups():
-    assert lr_factor(0, 10, 100, "cosine") == pytest.approx(0.1)
+    assert lr_factor(0, 10, 100, "cosine") == 0.0 and lr_factor(1, 10, 100, "cosine") == pytest.approx(0.1)
     assert lr_factor(10, 10, 100, "cosine") == pytest.approx(1.0)
     assert lr_factor(100, 10, 100, "cosine") == pytest.approx(0.0, abs=1e-12)
     assert lr_factor(55, 10, 100, "constant") == 1.0

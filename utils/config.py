@@ -34,10 +34,14 @@ class ViewSelectorConfig:
 
 @dataclass
 class ObjectDataConfig:
-    """Object renders (training.dataset_name: object): not in the reference scene configs."""
-    background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # RGB in [0, 1]
+    """Object renders (training.dataset_name: object): not in the reference configs. Defaults are
+    the authors' object loader (Efficient-LVSM data/dataset_object.py at 8980294^)."""
+    background: Optional[list[float]] = None  # RGB in [0, 1] to composite on; None: alpha dropped (reference)
     camera_convention: str = "opengl"  # "opengl" (Blender) or "opencv"
-    scale: float = 1.0  # global scale of camera positions
+    view_sampler: str = "groups"  # "groups": one of each 8 frames of 32, then random (reference); "random"
+    normalize_poses: bool = True  # mean camera, training.scene_scale_factor (reference); False: as written
+    fov_deg: float = 49.1  # vertical FoV of render folders, which carry no intrinsics (reference)
+    scale: float = 1.0  # global scale of camera positions, applied last
 
 
 @dataclass
@@ -45,6 +49,7 @@ class TrainingConfig:
     # data
     dataset_name: str = "data.dataset_scene.Dataset"
     dataset_path: str = "data/train/full_list.txt"
+    list_path: Optional[str] = None  # objects: a JSON {uid: render folder}, used instead of dataset_path (reference)
     dataset_len: Optional[int] = None
     num_views: int = 8
     num_input_views: int = 2
@@ -71,10 +76,10 @@ class TrainingConfig:
     beta2: float = 0.95
     weight_decay: float = 0.05
     warmup: int = 3000
-    scheduler_type: str = "constant"
+    scheduler_type: str = "cosine"  # both reference trainers: `get("scheduler_type", "cosine")`
     train_steps: int = 100000
-    train_epochs: Optional[int] = None
-    train_time: Optional[float] = None  # hours
+    train_epochs: Optional[float] = None  # Efficient-LVSM: the run length (utils/run_plan.py)
+    train_time: Optional[float] = None  # hours; Efficient-LVSM: 12 when unset
     grad_clip_norm: float = 1.0
     allowed_gradnorm_factor: float = 5.0
     use_amp: bool = True
@@ -95,6 +100,8 @@ class TrainingConfig:
     checkpoint_dir: str = "./experiments/checkpoints"  # also holds metrics.jsonl and images/
     resume: str = "auto"  # "auto" (newest readable checkpoint in checkpoint_dir), "none", or a file
     init_checkpoint: Optional[str] = None  # weights to fine-tune from when not resuming (ours or the reference's)
+    resume_ckpt: str = ""  # the reference's: resume from this file, or the newest checkpoint in this folder
+    reset_training_state: bool = False  # the reference's: take the weights of the resumed checkpoint only
     keep_checkpoints: int = 3
     device: Optional[str] = None  # "cpu" or "cuda"; None: CUDA when available
     eval_every: int = 0  # steps between held-out PSNR evaluations (0: never)
@@ -102,8 +109,8 @@ class TrainingConfig:
     eval_index_path: Optional[str] = None
     eval_max_scenes: int = 64
     checkpoint_every: int = 2000
-    checkpoint_every_epoch: Optional[int] = None
-    checkpoint_every_time: Optional[float] = None
+    checkpoint_every_epoch: Optional[float] = None  # Efficient-LVSM only
+    checkpoint_every_time: Optional[float] = None  # hours; Efficient-LVSM: 1 when unset
     print_every: int = 20
     vis_every: int = 1000
     wandb_project: str = "LVSM"
@@ -111,7 +118,9 @@ class TrainingConfig:
     wandb_log_every: int = 50
     wandb_mode: str = "auto"  # "auto": online with an API key, off without; "online" | "offline" | "disabled"
     api_key_path: Optional[str] = None
-    backup_code: bool = False
+    backup_code: bool = False  # copy the source files to checkpoint_dir/src at start (reference)
+    log_file: Optional[str] = None  # reference-only (REFERENCE_ONLY below)
+    log_grad_norm_details: bool = False  # reference-only
     seed: int = 0
 
 
@@ -131,6 +140,7 @@ class InferenceConfig:
     resize: bool = False
     render_video: bool = False
     render_video_config: RenderVideoConfig = field(default_factory=RenderVideoConfig)
+    generate_website: bool = True  # index.html gallery (LVSM's default; Efficient-LVSM's is false)
     use_incremental_inference: bool = False
     checkpoint_dir: Optional[str] = None  # the reference's name for the checkpoint file to evaluate
     inference_out_dir: Optional[str] = None
@@ -153,6 +163,57 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     inference_out_dir: Optional[str] = None  # LVSM's eval command sets it at the top level
+
+
+# Keys accepted only so that the reference implementations' files load: no code here reads them (a
+# test checks that every other key is read). A config that sets one to a value other than the
+# schema's default gets one warning at start naming it (`inert_key_warnings`). README: "Coming from
+# LVSM or Efficient-LVSM" lists these, the keys we read, and those we reject.
+REFERENCE_ONLY = {
+    "training.dataset_len": "the reference overwrites it with the dataset's length too",
+    "training.center_crop": "no reference code reads it; training.square_crop decides the crop",
+    "training.use_rel_pose": "no reference code reads it",
+    "training.num_threads": "the reference copies it into OMP_NUM_THREADS once torch is imported; here threads "
+                            "follow the environment: set OMP_NUM_THREADS before launching",
+    "training.log_file": "logs go to stdout and checkpoint_dir/metrics.jsonl",
+    "training.log_grad_norm_details": "per-layer gradient norms are not logged",
+    "model.transformer.attention_arch": "attention always runs through scaled_dot_product_attention (the same "
+                                        "function as 'flash' or 'flex'; PyTorch picks the kernel)",
+    "model.image_tokenizer.source": "the reference's torch.hub source; the REPA teacher loads through transformers "
+                                    "from model.image_tokenizer.model_path",
+    "model.image_tokenizer.model_source_dir": "the reference's torch.hub repository folder; the REPA teacher loads "
+                                              "through transformers from model.image_tokenizer.model_path",
+    "model.repa_encoder_type": "the reference never reads it; model.image_tokenizer.type picks the teacher",
+    "model.align_resolution": "the reference never reads it",
+    "model.freeze_repa_encoder": "the teacher is always frozen (the reference's runs it under no_grad either way)",
+    "inference.if_inference": "inference.py always evaluates at the index and train.py always trains",
+    "inference.compute_metrics": "evaluation always scores and writes the summary",
+    "demo.rotate_x": "no reference code reads the demo section", "demo.rotate_y": "no reference code reads it",
+    "demo.rotate_z": "no reference code reads it", "demo.translate_x": "no reference code reads it",
+    "demo.translate_y": "no reference code reads it", "demo.translate_z": "no reference code reads it",
+}
+
+
+# Keys the reference implementations read (not in their YAML files) that this code rejects, and why.
+REJECTED = {
+    "training.dynamic_input_view_num": "it draws 2 to 4 input views per step from numpy's global RNG, different on "
+                                       "every rank; use training.use_view_masking with view_min and view_max",
+    "training.shuffle_input_views": "attention over input views is order-free in all three models, so shuffling "
+                                    "their order changes nothing",
+    "inference.extract_features": "the feature dump of the reference's inference_mul.py is not implemented",
+    "inference.feature_save_dir": "the feature dump of the reference's inference_mul.py is not implemented",
+}
+
+
+def inert_key_warnings(cfg: DictConfig) -> list[str]:
+    """One line for each REFERENCE_ONLY key that `cfg` sets to a value other than its default."""
+    default = OmegaConf.structured(Config)
+    lines = []
+    for key, why in REFERENCE_ONLY.items():
+        value = OmegaConf.select(cfg, key)
+        if value != OmegaConf.select(default, key):
+            lines.append(f"warning: {key}={value!r} has no effect here ({why})")
+    return lines
 
 
 def _schema_paths(schema: type, prefix: str = "") -> dict[str, type]:
@@ -189,6 +250,9 @@ def _check_keys(node: Any, schema: type, where: str, prefix: str = "") -> None:
     hints = typing.get_type_hints(schema)
     for key, value in node.items():
         path = f"{prefix}{key}"
+        if key not in hints and path in REJECTED:
+            raise ConfigError(f"{where}: '{path}' is a key of the reference implementations that this code does not "
+                              f"support: {REJECTED[path]}")
         if key not in hints:
             raise ConfigError(f"{where}: unknown config key '{path}'{_suggest(path)}")
         if is_dataclass(hints[key]) and value is not None:

@@ -15,7 +15,7 @@ import torch.nn as nn
 from utils.distributed import DistInfo, agree_any
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "linear")  # the reference: transformers' *_schedule_with_warmup
 
 
 def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
@@ -37,21 +37,26 @@ def build_optimizer(modules: list[nn.Module], training, device: torch.device) ->
 
 
 def lr_factor(step: int, warmup: int, total: int, kind: str) -> float:
-    """Multiplier of the base lr at `step`: linear warmup, then constant or cosine to zero at `total`."""
+    """Multiplier of the base lr after `step` scheduler steps, as transformers' get_{constant,cosine,
+    linear}_schedule_with_warmup (what both reference trainers use): step / warmup during warmup (so the
+    first update has lr 0), then 1, half a cosine to 0 at `total`, or a line to 0 at `total`."""
     if step < warmup:
-        return (step + 1) / warmup
+        return float(step) / float(max(1, warmup))
     if kind == "constant":
         return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if kind == "linear":
+        return max(0.0, float(total - step) / float(max(1, total - warmup)))
+    progress = float(step - warmup) / float(max(1, total - warmup))
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress)))  # num_cycles=0.5, no clamp
 
 
-def build_scheduler(optimizer, training) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(optimizer, training, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The schedule over `total_steps` optimizer steps (utils/run_plan.plan_run)."""
     t = training
     if t.scheduler_type not in SCHEDULES:
         raise ValueError(f"training.scheduler_type: {t.scheduler_type!r} is not one of {list(SCHEDULES)}")
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, t.warmup, t.train_steps, t.scheduler_type))
+        optimizer, lambda step: lr_factor(step, t.warmup, total_steps, t.scheduler_type))
 
 
 class OptimStep:

@@ -1,8 +1,9 @@
 """Training logs: a JSONL metrics file that is always written, optional wandb, image grids.
 
-wandb (training.wandb_mode): "auto" runs online when an API key is found (training.api_key_path or
-WANDB_API_KEY) and is off otherwise; "online", "offline" and "disabled" are wandb's own modes. A
-missing key, a missing package or no network never stops training: it warns and logs locally.
+wandb (training.wandb_mode): "auto" runs online when an API key is found (training.api_key_path: a
+bare key, or the reference's YAML `wandb: KEY`; else WANDB_API_KEY) and is off otherwise; "online",
+"offline" and "disabled" are wandb's own modes. A missing key, a missing package or no network never
+stops training: it warns and logs locally.
 """
 
 import json
@@ -13,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+import yaml
 from einops import rearrange
 from PIL import Image
 
@@ -20,11 +22,24 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
 def _wandb_key(api_key_path: Optional[str]) -> Optional[str]:
+    """The key in training.api_key_path, else WANDB_API_KEY. The file holds either the bare key or,
+    as the reference's configs/api_keys.yaml, a YAML mapping `wandb: KEY` (other entries ignored)."""
     if api_key_path:
         path = Path(api_key_path)
         if path.is_file():
-            return path.read_text().strip() or None
-        warnings.warn(f"training.api_key_path: {path} not found; wandb stays offline or off")
+            text = path.read_text().strip()
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError:
+                data = None  # not YAML: a bare key with unusual characters
+            if not isinstance(data, dict):
+                return text or None
+            if data.get("wandb"):
+                return str(data["wandb"]).strip()
+            warnings.warn(f"training.api_key_path: {path} is a YAML mapping without a 'wandb' entry (expected "
+                          "`wandb: YOUR_KEY`); wandb stays offline or off unless WANDB_API_KEY is set")
+        else:
+            warnings.warn(f"training.api_key_path: {path} not found; wandb stays offline or off")
     return os.environ.get("WANDB_API_KEY")
 
 
@@ -62,15 +77,15 @@ class TrainLog:
             warnings.warn(f"wandb could not start ({type(err).__name__}: {err}); logging to metrics.jsonl only")
             return None
 
-    def metrics(self, step: int, values: dict) -> None:
-        """Append one JSON line (step, values) and send it to wandb if running."""
+    def metrics(self, step: int, values: dict, to_wandb: bool = True) -> None:
+        """Append one JSON line (step, values); with to_wandb, send it to wandb too if running."""
         if not self.enabled:
             return
         record = {"step": step, **{k: (float(v) if isinstance(v, (float, int, np.floating)) else v)
                                    for k, v in values.items()}}
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        if self.wandb is not None:
+        if self.wandb is not None and to_wandb:
             self.wandb.log(values, step=step)
 
     def images(self, step: int, inputs: torch.Tensor, targets: torch.Tensor, renders: torch.Tensor) -> Optional[Path]:
@@ -101,3 +116,30 @@ def image_grid(inputs: torch.Tensor, targets: torch.Tensor, renders: torch.Tenso
         rows.append(torch.cat([views, pad]))
     grid = rearrange(torch.stack(rows), "r v c h w -> (r h) (v w) c")
     return (grid.numpy() * 255 + 0.5).astype(np.uint8)
+
+
+BACKUP_SUFFIXES = (".py", ".yaml", ".sh", ".bash", ".json")  # the reference's setup.py list
+BACKUP_LIMIT_BYTES = 4 * 1024 * 1024  # the reference's max_size_MB=4.0
+
+
+def backup_code(out_dir: str | Path) -> Path:
+    """training.backup_code: copy this checkout's source files (the reference's suffixes; not hidden
+    folders, experiments/, outputs/, wandb/) to out_dir/src/<checkout name>, as the reference does.
+    Raises ValueError if they exceed 4 MB, as the reference does, before copying anything."""
+    import shutil
+    root = Path(__file__).resolve().parents[1]
+    skip = {"experiments", "outputs", "wandb", "checkpoints"}
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in skip)  # prune .venv, .git, ...
+        files += [Path(folder) / n for n in sorted(names) if Path(n).suffix in BACKUP_SUFFIXES]
+    size = sum(p.stat().st_size for p in files)
+    if size > BACKUP_LIMIT_BYTES:
+        raise ValueError(f"training.backup_code: {len(files)} source files under {root} hold {size / 2**20:.1f} MB, "
+                         "over the reference's 4 MB limit; set training.backup_code=false")
+    dest = Path(out_dir) / "src" / root.name
+    for p in files:
+        target = dest / p.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, target)
+    return dest

@@ -24,9 +24,10 @@ from utils.config import to_dict
 from utils.distributed import DistInfo, agree_any, all_reduce_mean, barrier
 from utils.losses import RenderLoss
 from utils.optim import OptimStep, build_optimizer, build_scheduler
+from utils.run_plan import RunPlan, num_views, plan_run
 from utils.train_checkpoint import (code_version, load_latest, remove_stale_temps, rng_state, save_checkpoint,
                                     set_rng_state)
-from utils.train_log import TrainLog
+from utils.train_log import TrainLog, backup_code
 from utils.train_setup import build_repa, evaluate_psnr, progress, resume_source, start_report
 
 
@@ -57,6 +58,7 @@ class Run:
     dataset: torch.utils.data.Dataset
     sampler: ResumableSampler
     log: TrainLog
+    plan: RunPlan
     step: int = 0
     skipped_scenes: int = 0  # this rank's, since this process started
 
@@ -66,18 +68,21 @@ def setup(cfg, dist: DistInfo, preset: Optional[dict] = None) -> Run:
     torch.manual_seed(t.seed + dist.rank)
     if dist.device.type == "cuda" and t.use_tf32:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    dataset = build_dataset(cfg)  # errors name a missing list or a bad view count before anything is built
+    dataset = build_dataset(cfg, num_views=num_views(cfg))  # errors name a missing list or a bad view count
+    plan = plan_run(cfg, len(dataset), dist.world_size)  # the family's run length, time limit and save points
     model = build_model(cfg.model).to(dist.device)
     model.grad_checkpoint_every = t.grad_checkpoint_every if t.gradient_checkpoint else 0
     repa = build_repa(cfg, model, dist.device)
     loss = RenderLoss(t).to(dist.device)
     owners = [model] + ([repa] if repa is not None else [])
     optimizer = build_optimizer(owners, t, dist.device)
-    scheduler = build_scheduler(optimizer, t)
+    scheduler = build_scheduler(optimizer, t, plan.total_steps)
     optim = OptimStep(t, [p for m in owners for p in m.parameters() if p.requires_grad], optimizer, dist.device, dist)
     sampler = ResumableSampler(len(dataset), t.batch_size_per_gpu, dist.rank, dist.world_size, t.seed)
     log = TrainLog(t.checkpoint_dir, t, to_dict(cfg), enabled=dist.is_main)
-    run = Run(cfg, dist, model, None, repa, loss, optimizer, scheduler, optim, dataset, sampler, log)
+    if t.backup_code and dist.is_main:
+        backup_code(t.checkpoint_dir)
+    run = Run(cfg, dist, model, None, repa, loss, optimizer, scheduler, optim, dataset, sampler, log, plan)
     restore(run)
     trainee = Trainee(torch.compile(model) if t.use_compile else model, repa)
     run.trainee = DistributedDataParallel(trainee) if dist.distributed else trainee
@@ -102,6 +107,10 @@ def restore(run: Run) -> None:
         return
     ckpt, path = source
     load_weights(run.model, ckpt, name=str(path))
+    if t.reset_training_state:  # the reference's: weights only; optimizer, schedule and step start afresh
+        if run.dist.is_main:
+            print(f"took the weights of {path}; training state reset (training.reset_training_state=true)")
+        return
     if run.repa is not None and ckpt.get("repa") is not None:
         run.repa.load_state_dict(ckpt["repa"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
@@ -162,11 +171,12 @@ def train_step(run: Run, batches: Iterator[dict]) -> dict:
         parts = {**parts, "loss": loss.detach(), **({"repa": aux.detach()} if run.repa is not None else {})}
         for k, v in parts.items():
             totals[k] = totals.get(k, 0.0) + v.float() / t.grad_accum_steps
+    lr = run.optimizer.param_groups[0]["lr"]  # the rate this step applies (0 at step 0: warmup from 0)
     applied, norm = run.optim.step(totals["loss"])
     run.scheduler.step()
     run.step += 1
     last_views = (inputs["image"], targets["image"], pred.detach())
-    return {**totals, "grad_norm": norm, "applied": applied, "views": last_views}
+    return {**totals, "grad_norm": norm, "applied": applied, "views": last_views, "lr": lr}
 
 
 def train(cfg, dist: DistInfo, preset: Optional[dict] = None, max_steps: Optional[int] = None) -> dict:
@@ -176,8 +186,10 @@ def train(cfg, dist: DistInfo, preset: Optional[dict] = None, max_steps: Optiona
     t = cfg.training
     stop = {"signal": None}
     old = {s: signal.signal(s, lambda num, _: stop.update(signal=num)) for s in (signal.SIGTERM, signal.SIGINT)}
-    end = t.train_steps if max_steps is None else min(t.train_steps, run.step + max_steps)
-    deadline = time.time() + t.train_time * 3600 if t.train_time else None
+    plan = run.plan
+    end = plan.total_steps if max_steps is None else min(plan.total_steps, run.step + max_steps)
+    deadline = time.time() + plan.time_limit_s if plan.time_limit_s else None
+    last_save = time.time()
     batches = micro_batches(run, run.step * t.grad_accum_steps)
     bar, last, started, window = progress(run, end), {}, time.time(), (run.step, time.time())
     eval_seconds = 0.0  # excluded from train_seconds
@@ -187,10 +199,14 @@ def train(cfg, dist: DistInfo, preset: Optional[dict] = None, max_steps: Optiona
             last = log_step(run, out, bar, window)
             if last.get("logged"):
                 window = (run.step, time.time())
-            late = deadline is not None and time.time() > deadline
-            timed_out, interrupted = agree_any(torch.tensor([late, stop["signal"] is not None]), dist)
-            if run.step % t.checkpoint_every == 0 or run.step == end or timed_out or interrupted:
+            now = time.time()
+            late = deadline is not None and now > deadline
+            save_time = plan.save_every_s is not None and now - last_save >= plan.save_every_s
+            timed_out, interrupted, save_time = agree_any(
+                torch.tensor([late, stop["signal"] is not None, save_time]), dist)  # one verdict for every rank
+            if plan.save_due(run.step, t.grad_accum_steps) or save_time or run.step == end or timed_out or interrupted:
                 checkpoint(run)
+                last_save = time.time()
             if t.eval_every and (run.step % t.eval_every == 0 or run.step == end or timed_out or interrupted):
                 eval_started = time.time()
                 last["eval_psnr"] = evaluate_psnr(run)
@@ -222,17 +238,19 @@ def run_guarded(run: Run, batches) -> dict:
 
 
 def log_step(run: Run, out: dict, bar, window: tuple[int, float]) -> dict:
-    """Progress bar every step; metrics (one host sync) every print_every steps and at skips."""
+    """Progress bar every step; metrics (one host sync) every print_every steps, at skips, and every
+    wandb_log_every steps (those also go to wandb, as the reference logs them)."""
     t = run.cfg.training
     bar.update(1)
     if t.vis_every and run.step % t.vis_every == 0:
         run.log.images(run.step, *out["views"])
-    if run.step % t.print_every and out["applied"]:
+    to_wandb = run.step % t.wandb_log_every == 0  # a function of the step: every rank reduces alike
+    if run.step % t.print_every and out["applied"] and not to_wandb:
         return {}
     values = {k: all_reduce_mean(out[k].detach(), run.dist).item() for k in ("loss", "l2", "psnr", "grad_norm")}
     values.update({k: all_reduce_mean(out[k], run.dist).item() for k in ("perceptual", "repa") if k in out})
     steps, seconds = run.step - window[0], time.time() - window[1]
-    values.update(lr=run.scheduler.get_last_lr()[0], steps_per_s=steps / max(seconds, 1e-9),
+    values.update(lr=out["lr"], steps_per_s=steps / max(seconds, 1e-9),
                   **{f"steps_{k}": v for k, v in run.optim.counts.items()})
     # Scenes that failed to load and were replaced, over all ranks since this process started.
     skipped = all_reduce_mean(torch.tensor(float(run.skipped_scenes)), run.dist) * run.dist.world_size
@@ -242,5 +260,5 @@ def log_step(run: Run, out: dict, bar, window: tuple[int, float]) -> dict:
               f"counts {run.optim.counts}")
     bar.set_postfix(loss=f"{values['loss']:.4f}", psnr=f"{values['psnr']:.2f}", lr=f"{values['lr']:.2e}",
                     refresh=False)
-    run.log.metrics(run.step, values)
+    run.log.metrics(run.step, values, to_wandb=to_wandb)
     return {**values, "logged": True}
