@@ -17,5 +17,5 @@ PY=.venv/bin/python
 "$PY" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" inference.py --config "$CONFIG" \
   training.dataset_path="$DATA" training.batch_size_per_gpu=4 training.target_has_input=false \
   training.num_views=5 training.square_crop=true training.num_input_views=2 training.num_target_views=3 \
-  inference.if_inference=true inference.compute_metrics=true inference.checkpoint_dir="$CKPT" \
+  inference.checkpoint_dir="$CKPT" \
   inference.view_idx_file_path="$INDEX" inference_out_dir="$OUT" "$@"

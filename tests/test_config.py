@@ -143,3 +143,24 @@ def test_rejected_reference_keys_say_why():
     for key in ("training.shuffle_input_views=true", "training.dynamic_input_view_num=true"):
         with pytest.raises(ConfigError, match=rf"'{key.split('=')[0]}' is a key of the reference .* not support"):
             load_config(ROOT / "configs" / "tiny.yaml", [key])
+
+
+def test_readme_key_table_is_complete():
+    """The README's table names every schema key and every rejected key once, with its true status."""
+    import dataclasses
+    import re
+    from utils.config import _PATHS, REFERENCE_ONLY, REJECTED
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Coming from LVSM or Efficient-LVSM"):]
+    section = section[:section.index("\n## ", 4)]
+    status = {}
+    for row in re.findall(r"^\| (`[^|]+) \| (read|ours|reference-only|rejected) \|", section, re.M):
+        for key in re.findall(r"`([^`]+)`", row[0]):
+            assert key not in status, f"{key} is listed twice"
+            status[key] = row[1]
+    keys = {p for p, t in _PATHS.items() if not dataclasses.is_dataclass(t)} | set(REJECTED)
+    assert set(status) == keys, f"missing {sorted(keys - set(status))}, unknown {sorted(set(status) - keys)}"
+    for key, kind in status.items():
+        expected = "reference-only" if key in REFERENCE_ONLY else "rejected" if key in REJECTED else kind
+        assert kind == expected, f"{key}: the README says {kind}, the code {expected}"
+        assert (kind in ("read", "ours")) == (key not in REFERENCE_ONLY and key not in REJECTED)

@@ -168,3 +168,21 @@ def test_resume_ckpt_and_reset_training_state(rooms, tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="training.resume_ckpt"):
         train(reference_config("Efficient-LVSM.yaml", rooms, tmp_path / "fifth",
                                f"training.resume_ckpt={tmp_path / 'missing.pt'}"), init_distributed("cpu"))
+
+
+def test_train_sh_is_the_authors_command(rooms, tmp_path):
+    """scripts/train.sh runs the authors' scripts/train.sh settings through our train.py."""
+    import os
+    import subprocess
+    env = {**os.environ, "CONFIG": "configs/tiny.yaml", "REPA": "false", "NPROC": "1", "EXP": "t",
+           "DATA": str(rooms / "train" / "full_list.txt")}
+    out = subprocess.run(["bash", "scripts/train.sh", "model.image_tokenizer.image_size=32",
+                          "model.target_pose_tokenizer.image_size=32", "training.use_compile=false",
+                          f"training.checkpoint_dir={tmp_path}", "training.device=cpu", "--max_steps", "1"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # 100 epochs of 8 scenes at 2 per step; checkpoints every int(8 * 5 // 2) + 1 forward passes
+    assert "400 steps: train_epochs=100 over 8 scenes at effective batch 2, capped by train_time=24 h; " \
+           "checkpoints every 21 forward passes (checkpoint_every_epoch=5) and every 1 h" in out.stdout
+    assert "model.transformer.n_layer: 3 -> 6" in out.stdout and [p.name for p in checkpoints(tmp_path)] == \
+        ["ckpt_00000001.pt"]
