@@ -84,6 +84,7 @@ def test_reference_yaml_run_length_and_lr(name, rooms, tmp_path, capsys):
         kind = "constant"  # the YAML sets it
         assert "80 steps: train_epochs=20 over 8 scenes at effective batch 2, capped by train_time=24 h" \
             in capsys.readouterr().out
+        assert cfg.training.backup_code and (tmp_path / "src" / ROOT.name / "utils" / "run_plan.py").is_file()
     else:  # LVSM: train_steps; no scheduler_type in the YAML, so the trainer's default, cosine
         total, kind = t.train_steps, "cosine"
         assert total == 100000 and "100000 steps: training.train_steps=100000" in capsys.readouterr().out
