@@ -6,7 +6,7 @@
 Tick candidate views to make them inputs: Efficient-LVSM encodes only the view just ticked and
 appends it to its SceneCache (unticking removes its keys and values); LVSM models re-encode every
 input at each render. The target is a candidate view (compare with its image) or a point on a path
-through all candidates. A table lists every step's wall time and cache size (utils/demo.py).
+through all candidates. A table lists every step's wall time and cache size (demo/session.py).
 
 gradio is optional and imported only by main, so parse_args needs nothing. gradio 6.31 requires
 pillow<13 while requirements.txt pins pillow 13.0.0; to leave .venv as pinned, install gradio into
@@ -46,8 +46,8 @@ def build_session(args):
     """The DemoSession for the scene and model the arguments name, with two views already added."""
     import torch
 
-    from utils.demo import DemoSession, load_scene
-    from utils.model_io import load_model
+    from demo.session import DemoSession, load_scene
+    from evaluation.checkpoint import load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, cfg, _ = load_model(args.checkpoint, args.config, device)

@@ -15,7 +15,8 @@ import sys
 
 import yaml
 
-from utils.config import ConfigError, inert_key_warnings, load_config
+from configs.schema import inert_key_warnings, load_config
+from utils.config import ConfigError
 from utils.distributed import cleanup, init_distributed
 
 
@@ -29,7 +30,7 @@ def main(argv=None):
     except (ConfigError, FileNotFoundError, yaml.YAMLError) as err:
         sys.exit(f"error: {err}")
     from model.checkpoint import CheckpointError  # after the config is known good: imports torch
-    from utils.eval_protocol import run_evaluation
+    from evaluation.protocol import run_evaluation
     dist = init_distributed(cfg.training.device)
     if dist.is_main:
         for line in inert_key_warnings(cfg):  # keys accepted only so the authors' files load

@@ -12,7 +12,8 @@ import sys
 
 import yaml
 
-from utils.config import ConfigError, load_config, to_dict
+from configs.schema import load_config
+from utils.config import ConfigError, to_dict
 from utils.distributed import cleanup, init_distributed
 
 
@@ -28,7 +29,7 @@ def main(argv=None) -> dict:
     except (ConfigError, FileNotFoundError, yaml.YAMLError) as err:
         sys.exit(f"error: {err}")
     from model.checkpoint import CheckpointError  # after the config is known good: imports torch
-    from utils.trainer import train
+    from training.loop import train
     dist = init_distributed(cfg.training.device)
     try:
         return train(cfg, dist, preset, max_steps=args.max_steps)

@@ -2,7 +2,7 @@
 
 A superset of the reference implementations' keys, so their published YAML files load unchanged.
 The REPA keys (`image_tokenizer.type` / `model_path`, `repa_config`, `projector_dim`) are read by
-the trainer's utils/repa.py, never by the renderer; the reference's other REPA keys are accepted
+the trainer's training/repa.py, never by the renderer; the reference's other REPA keys are accepted
 only. Defaults are those of the paper's 256 px Efficient-LVSM (`configs/Efficient-LVSM.yaml` of
 the reference).
 """
@@ -18,7 +18,7 @@ class ImageTokenizerConfig:
     patch_size: int = 8
     in_channels: int = 9  # RGB + Plücker (o x d, d)
     source: str = "local"  # accepted only: the reference's torch.hub source ("local" or GitHub)
-    model_path: Optional[str] = None  # REPA teacher: a transformers save_pretrained folder (utils/repa_teacher.py)
+    model_path: Optional[str] = None  # REPA teacher: a transformers save_pretrained folder (training/repa_teacher.py)
     model_source_dir: Optional[str] = None  # accepted only: the reference's torch.hub repo folder
 
 
@@ -53,7 +53,7 @@ class ModelConfig:
     # Rays under autocast: "reference" rounds them as the reference's bf16 training and evaluation
     # did (its released checkpoints saw these rays); "fp32" keeps them exact. Equal without autocast.
     ray_precision: str = "reference"
-    # REPA (representation alignment to a frozen vision encoder), read by the trainer (utils/repa.py).
+    # REPA (representation alignment to a frozen vision encoder), read by the trainer (training/repa.py).
     repa_encoder_type: str = "PE-Core-L14"  # accepted only: the reference never reads it (its YAML's value)
     projector_dim: int = 2048  # hidden width of the REPA projector MLP
     freeze_repa_encoder: bool = True  # accepted only: the teacher is always frozen

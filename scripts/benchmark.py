@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import build_model  # noqa: E402
-from utils.config import config_from_dict  # noqa: E402
+from configs.schema import config_from_dict  # noqa: E402
 
 SIZES = {  # model widths/depths, full-render settings (resolution, inputs, targets), incremental N, train res
     "paper": {"d": 768, "layers": 12, "full": [(256, 2, 1), (256, 2, 6), (512, 2, 1), (512, 2, 6)],

@@ -4,7 +4,7 @@
 
 1. Generator: `--scenes` synthetic rooms of `--frames` frames at `--size` px, `--workers` processes.
 2. Converter: `--chunk_scenes` of those scenes re-encoded as a pixelSplat chunk the way
-   RealEstate10K ships (640x360 JPEG, normalized cameras), converted by utils/process_data.py.
+   RealEstate10K ships (640x360 JPEG, normalized cameras), converted by data/process_data.py.
 3. Loader: the converted scenes through SceneDataset (JPEG decode, resize to `--image_size`,
    square crop, pose normalization) in a DataLoader, samples per second for each worker count.
 Prints a markdown table and writes OUT/benchmark_data.json. Existing outputs are reused for the
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data import synthetic  # noqa: E402
 from data.dataset_scene import SceneDataset, collate  # noqa: E402
 from data.scene_format import read_scene_json, read_scene_list, resolve_path  # noqa: E402
-from utils import process_data  # noqa: E402
+from data import process_data  # noqa: E402
 
 RE10K_SIZE = (640, 360)  # (w, h) of RealEstate10K frames
 

@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import SceneCache, build_model, load_weights, read_checkpoint  # noqa: E402
-from utils.config import config_from_dict  # noqa: E402
+from configs.schema import config_from_dict  # noqa: E402
 from utils.geometry import compute_rays, normalize_scene_poses  # noqa: E402
 
 TOLERANCE = {"fp32": 1e-4, "bf16": 1e-2}

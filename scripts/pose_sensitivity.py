@@ -7,7 +7,7 @@
 Renders at each input camera (should reproduce that input) and along two small camera sweeps from
 one input camera (rotation about its y axis, shift along its x axis). Writes OUT/pose_check.json,
 OUT/inputs_vs_renders.png and OUT/sweep_rotate_y.png / sweep_shift_x.png, and prints a summary with
-verdicts (see utils/pose_check.py). Exit status 1 when a check fails, so scripts can gate on it.
+verdicts (see evaluation/pose_check.py). Exit status 1 when a check fails, so scripts can gate on it.
 """
 
 import argparse
@@ -17,9 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.scene_format import read_scene_json  # noqa: E402
-from utils.demo import find_scene, load_scene  # noqa: E402
-from utils.model_io import load_model  # noqa: E402
-from utils.pose_check import (MIN_INPUT_PSNR, SMOOTH_FACTOR, STATIC_TOL, run_pose_check,  # noqa: E402
+from demo.session import find_scene, load_scene  # noqa: E402
+from evaluation.checkpoint import load_model  # noqa: E402
+from evaluation.pose_check import (MIN_INPUT_PSNR, SMOOTH_FACTOR, STATIC_TOL, run_pose_check,  # noqa: E402
                               summary_lines, write_outputs)
 
 

@@ -21,9 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data import synthetic  # noqa: E402
 from data.dataset_scene import SceneDataset  # noqa: E402
-from utils.config import load_config, to_dict  # noqa: E402
+from configs.schema import load_config
+from utils.config import to_dict  # noqa: E402
 from utils.distributed import init_distributed  # noqa: E402
-from utils.evaluate import render_scenes, score_scene, summarize  # noqa: E402
+from evaluation.scenes import render_scenes, score_scene, summarize  # noqa: E402
 from utils.gallery import write_gallery  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ def main(argv=None) -> dict:
         f"training.checkpoint_dir={out / 'checkpoints'}", "training.device=cpu",
         "training.train_time=0.15",  # a guard: stop (and checkpoint) after 9 minutes on a slow machine
         *args.overrides])
-    from utils.trainer import train  # imports torch and the models
+    from training.loop import train  # imports torch and the models
     dist = init_distributed("cpu")
     started = time.time()
     result = train(cfg, dist, to_dict(load_config(ROOT / "configs" / "tiny.yaml")))
@@ -77,7 +78,7 @@ def main(argv=None) -> dict:
 
     # Evaluate the final weights: the newest checkpoint, read back as a user would.
     from model import build_model, load_weights
-    from utils.train_checkpoint import checkpoints
+    from training.checkpoints import checkpoints
     model = build_model(cfg.model)
     ckpt = load_weights(model, checkpoints(cfg.training.checkpoint_dir)[-1])
     summary = evaluate(cfg, model, data / "test", out / "results", dist.device, contextlib.nullcontext)

@@ -26,8 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import CheckpointError  # noqa: E402
-from utils.camera_io import CONVENTIONS, FORMATS, POSES  # noqa: E402
-from utils.photos import VIDEO_KINDS, PhotoOptions, render_photos  # noqa: E402
+from data.camera_io import CONVENTIONS, FORMATS, POSES  # noqa: E402
+from photos.pipeline import VIDEO_KINDS, PhotoOptions, render_photos  # noqa: E402
 
 
 def parse_args(argv=None) -> PhotoOptions:

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
 sys.path.insert(0, str(ROOT))
 
-from utils.config import config_from_dict  # noqa: E402
+from configs.schema import config_from_dict  # noqa: E402
 
 TINY = {
     "efficient_lvsm": {"transformer": {"d": 32, "d_head": 8, "n_layer": 2}},

@@ -9,7 +9,8 @@ import torch
 from data import synthetic
 from data.dataset_scene import collate, split_views
 from data.factory import build_dataset, check_view_counts, input_views_for_step
-from utils.config import ConfigError, config_from_dict
+from configs.schema import config_from_dict
+from utils.config import ConfigError
 from utils.geometry import project_points
 
 

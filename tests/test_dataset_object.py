@@ -13,7 +13,8 @@ from PIL import Image
 
 from data.dataset_object import ObjectDataset, fixed_fov_intrinsics, select_views
 from data.factory import build_dataset
-from utils.config import ConfigError, config_from_dict
+from configs.schema import config_from_dict
+from utils.config import ConfigError
 from utils.geometry import invert_pose, opencv_to_opengl, project_points
 
 

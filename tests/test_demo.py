@@ -11,7 +11,7 @@ import torch
 from data import synthetic
 from model import build_model
 from tests.conftest import random_views, tiny_config
-from utils.demo import DemoSession, SceneViews, load_scene
+from demo.session import DemoSession, SceneViews, load_scene
 from utils.geometry import invert_pose, normalize_scene_poses
 
 TOL = 1e-5

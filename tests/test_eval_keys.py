@@ -11,13 +11,14 @@ import torch
 from PIL import Image
 from scipy.spatial.transform import Rotation, Slerp
 
-import utils.eval_protocol as eval_protocol
+import evaluation.protocol as eval_protocol
 from inference import main
 from tests.conftest import random_views
 from tests.test_inference import args, setup  # noqa: F401 (the module's generated scenes and checkpoint)
-from utils.config import ConfigError, config_from_dict
-from utils.eval_protocol import check_video_config
-from utils.evaluate import resize_record
+from configs.schema import config_from_dict
+from utils.config import ConfigError
+from evaluation.protocol import check_video_config
+from evaluation.scenes import resize_record
 from utils.video import nearest_neighbour_order, reference_video_cameras
 
 

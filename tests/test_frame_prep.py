@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-import utils.photos
+import photos.pipeline
 from data.dataset_scene import load_view, prepared_size
 
 # (w0, h0, image_size, patch): RealEstate10K's 640x360, portrait, odd sizes, sizes where truncating
@@ -88,4 +88,4 @@ def test_too_narrow_a_frame_names_the_file(tmp_path):
 
 
 def test_own_photos_prepare_frames_with_the_same_helper():
-    assert utils.photos.prepared_size is prepared_size
+    assert photos.pipeline.prepared_size is prepared_size

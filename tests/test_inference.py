@@ -13,7 +13,8 @@ from data import synthetic
 from inference import main
 from model import build_model
 from tests.conftest import ROOT
-from utils.config import load_config, to_dict
+from configs.schema import load_config
+from utils.config import to_dict
 
 TINY = ["model.transformer.d=32", "model.transformer.d_head=8", "model.transformer.n_layer=1",
         "model.image_tokenizer.image_size=32", "model.target_pose_tokenizer.image_size=32"]

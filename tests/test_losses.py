@@ -4,10 +4,11 @@ working directory), else an error naming both."""
 
 import pytest
 
-import utils.perceptual
+import training.perceptual
 from tests.test_perceptual import random_matconvnet_convs, write_matconvnet
-from utils.config import ConfigError, config_from_dict
-from utils.losses import RenderLoss
+from configs.schema import config_from_dict
+from utils.config import ConfigError
+from training.losses import RenderLoss
 
 REFERENCE_FILE = "metric_checkpoint/imagenet-vgg-verydeep-19.mat"
 
@@ -36,7 +37,7 @@ def test_reference_location_is_read(tmp_path, monkeypatch):
 
 def test_reference_location_is_passed_and_the_key_wins(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(utils.perceptual, "PerceptualLoss", lambda path: seen.append(str(path)) or None)
+    monkeypatch.setattr(training.perceptual, "PerceptualLoss", lambda path: seen.append(str(path)) or None)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "metric_checkpoint").mkdir()
     write_matconvnet(tmp_path / REFERENCE_FILE, random_matconvnet_convs(["conv1_1"]))

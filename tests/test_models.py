@@ -92,7 +92,7 @@ def test_bad_inputs_name_the_culprit(name):
 
 
 def test_bad_model_config_names_key():
-    from utils.config import config_from_dict
+    from configs.schema import config_from_dict
     with pytest.raises(ValueError, match=r"model.image_tokenizer.in_channels=12"):
         build_model(config_from_dict({"model": {"image_tokenizer": {"in_channels": 12}}}).model)
     with pytest.raises(ValueError, match=r"d=100 is not a multiple of d_head=64"):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from model import build_model
 from tests.conftest import random_views, tiny_config
-from utils.pose_check import local_motion, run_pose_check, sweep_cameras, sweep_stats, write_outputs
+from evaluation.pose_check import local_motion, run_pose_check, sweep_cameras, sweep_stats, write_outputs
 
 H = W = 32
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from data.scene_format import read_scene_json, read_scene_list
-from utils.process_data import main
+from data.process_data import main
 
 W, H = 64, 48
 NORM_K = (0.9, 1.2, 0.5, 0.45)  # fx/W, fy/H, cx/W, cy/H
@@ -154,7 +154,7 @@ def test_reference_flags_num_processes_and_chunk_size(chunks, tmp_path, capsys):
 
 def test_chunk_size_is_files_per_worker_task(chunks, tmp_path, monkeypatch):
     """As the reference's Pool.imap chunksize: each task holds up to --chunk_size .torch files."""
-    import utils.process_data as process_data
+    import data.process_data as process_data
     torch.save([_scene("good_c", 2, 7)], chunks / "train" / "000002.torch")
     tasks = []
 

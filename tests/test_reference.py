@@ -9,7 +9,7 @@ import torch
 
 from model import build_model
 from tests.conftest import ROOT, random_views
-from utils.config import config_from_dict
+from configs.schema import config_from_dict
 
 SCRIPT = ROOT / "scripts" / "check_reference.py"
 

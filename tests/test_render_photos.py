@@ -17,11 +17,11 @@ from data.dataset_scene import load_view
 from data.synthetic import cast, generate, make_scene
 from model import build_model
 from tests.conftest import ROOT, tiny_config
-from utils.camera_check import distinctive_pixels, epipolar_distance, fundamental_matrix, layout_problems
-from utils.camera_io import _quat_to_rotmat, read_cameras
+from photos.camera_check import distinctive_pixels, epipolar_distance, fundamental_matrix, layout_problems
+from data.camera_io import _quat_to_rotmat, read_cameras
 from utils.config import to_dict
 from utils.geometry import _rotmat_to_quat, invert_pose, opencv_to_opengl, project_points
-from utils.photos import choose_views, prepare_intrinsics, resolution_warnings
+from photos.pipeline import choose_views, prepare_intrinsics, resolution_warnings
 
 spec = importlib.util.spec_from_file_location("render_photos", ROOT / "scripts" / "render_photos.py")
 cli = importlib.util.module_from_spec(spec)

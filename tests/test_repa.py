@@ -1,4 +1,4 @@
-"""REPA as the authors run it (utils/repa.py): the student blocks the reference's pass_layers records,
+"""REPA as the authors run it (training/repa.py): the student blocks the reference's pass_layers records,
 its projector and loss (model/loss.py calculate_proj_loss), model.repa_config, the config errors,
 the trainer integration; teachers and reference helpers from tests/test_repa_teacher.py."""
 
@@ -10,8 +10,9 @@ import torch
 from model import build_model
 from tests.conftest import TINY, random_views, tiny_config
 from tests.test_repa_teacher import dirs, full_teacher, one_thread, reference_labels  # noqa: F401 (fixtures)
-from utils.config import ConfigError, config_from_dict, load_config
-from utils.repa import (AlignPoint, RepaAligner, RepaSpec, align_points, build_aligner, parse_repa_config,
+from configs.schema import config_from_dict, load_config
+from utils.config import ConfigError
+from training.repa import (AlignPoint, RepaAligner, RepaSpec, align_points, build_aligner, parse_repa_config,
                         projection_loss)
 
 NAMES = ["efficient_lvsm", "lvsm_decoder_only", "lvsm_encoder_decoder"]
@@ -283,12 +284,12 @@ def test_autocast_bf16(dirs, device):
 
 
 def test_trainer_runs_repa(dirs, tmp_path):
-    """utils.train_setup.build_repa -> build_aligner inside the training loop: two steps, the REPA
+    """training.setup.build_repa -> build_aligner inside the training loop: two steps, the REPA
     term logged, the projectors saved beside the model."""
     from data import synthetic
     from tests.conftest import ROOT
     from utils.distributed import init_distributed
-    from utils.trainer import train
+    from training.loop import train
     synthetic.generate(tmp_path / "rooms", "rooms", 4, 1, frames=10, size=32, seed=0)
     cfg = load_config(ROOT / "configs" / "tiny.yaml", [
         "model.image_tokenizer.image_size=32", "model.target_pose_tokenizer.image_size=32", "model.transformer.d=32",

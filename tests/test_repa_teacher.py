@@ -1,4 +1,4 @@
-"""REPA's teacher (utils/repa_teacher.py): tiny random DINOv2 / DINOv3 saved to disk, checked against
+"""REPA's teacher (training/repa_teacher.py): tiny random DINOv2 / DINOv3 saved to disk, checked against
 transformers run on its own and the reference's formulas re-derived here (Ayakaee/Efficient-LVSM
 model/efficient_lvsm.py: _init_tokenizers, get_repa_feature, forward_features, forward_features_v3).
 The helpers are shared with tests/test_repa.py."""
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.repa_teacher import DinoTeacher
+from training.repa_teacher import DinoTeacher
 
 transformers = pytest.importorskip("transformers")
 

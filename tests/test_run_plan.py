@@ -1,4 +1,4 @@
-"""Run length, learning rate and save points follow each reference trainer's rules (utils/run_plan.py).
+"""Run length, learning rate and save points follow each reference trainer's rules (training/run_plan.py).
 
 The expected numbers come from the reference's own arithmetic written out here
 (`int(train_epochs * dataset_len // effective_batch)`, ...) and from the `transformers` schedules
@@ -13,12 +13,13 @@ import transformers
 
 from data import synthetic
 from tests.conftest import REFERENCE, ROOT
-from utils.config import ConfigError, load_config
+from configs.schema import load_config
+from utils.config import ConfigError
 from utils.distributed import init_distributed
-from utils.optim import lr_factor
-from utils.run_plan import num_views, plan_run
-from utils.train_checkpoint import checkpoints
-from utils.trainer import train
+from training.optim import lr_factor
+from training.run_plan import num_views, plan_run
+from training.checkpoints import checkpoints
+from training.loop import train
 
 REF = REFERENCE / "configs"
 pytestmark = pytest.mark.skipif(not REF.is_dir(), reason=f"reference configs not found at {REF}")
@@ -84,7 +85,7 @@ def test_reference_yaml_run_length_and_lr(name, rooms, tmp_path, capsys):
         kind = "constant"  # the YAML sets it
         assert "80 steps: train_epochs=20 over 8 scenes at effective batch 2, capped by train_time=24 h" \
             in capsys.readouterr().out
-        assert cfg.training.backup_code and (tmp_path / "src" / ROOT.name / "utils" / "run_plan.py").is_file()
+        assert cfg.training.backup_code and (tmp_path / "src" / ROOT.name / "training" / "run_plan.py").is_file()
     else:  # LVSM: train_steps; no scheduler_type in the YAML, so the trainer's default, cosine
         total, kind = t.train_steps, "cosine"
         assert total == 100000 and "100000 steps: training.train_steps=100000" in capsys.readouterr().out

@@ -12,11 +12,11 @@ import torch
 
 from data import synthetic
 from tests.conftest import ROOT
-from utils.config import load_config
+from configs.schema import load_config
 from utils.distributed import init_distributed
-from utils.optim import OptimStep, lr_factor, param_groups
-from utils.train_checkpoint import checkpoints
-from utils.trainer import train
+from training.optim import OptimStep, lr_factor, param_groups
+from training.checkpoints import checkpoints
+from training.loop import train
 
 TINY_MODELS = {
     "efficient_lvsm": ["model.transformer.n_layer=2"],
@@ -131,7 +131,7 @@ def test_corrupt_newest_checkpoint_falls_back(rooms, tmp_path):
 
 
 def test_nonfinite_loss_step_is_skipped(rooms, tmp_path, monkeypatch):
-    from utils import losses
+    from training import losses
     original = losses.RenderLoss.forward
     calls = {"n": 0}
 
@@ -209,7 +209,7 @@ def test_torchrun_two_processes_gloo(rooms, tmp_path):
 
 
 def test_train_log_without_wandb_key_logs_locally(tmp_path, monkeypatch):
-    from utils.train_log import TrainLog
+    from training.log import TrainLog
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     training = load_config(ROOT / "configs" / "tiny.yaml", [f"training.api_key_path={tmp_path / 'no_key'}"]).training
     with pytest.warns(UserWarning, match="no_key"):

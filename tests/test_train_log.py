@@ -3,7 +3,7 @@ and a bare key in a text file both give the key; a YAML file without `wandb` war
 
 import pytest
 
-from utils.train_log import _wandb_key
+from training.log import _wandb_key
 
 
 @pytest.fixture(autouse=True)

@@ -1,222 +1,28 @@
-"""Typed configuration: one schema, YAML presets, command-line overrides, clear errors.
+"""Config loading for a typed schema: YAML files, command-line overrides, clear errors.
 
-    cfg = load_config("configs/efficient_lvsm_256.yaml", ["training.lr=1e-4"])
-
-The schema is a superset of the reference implementations' keys (their published YAML files load
-unchanged). Overrides are `key=value`; the reference scripts' `key = value` form (three argv
-tokens) is accepted too. An unknown key is an error naming it and the closest valid key; a value
-of the wrong type names the key and the type expected. The result is read-only (OmegaConf struct
-mode): derived numbers are computed where they are used, never written back.
+The schema itself (the root `Config` and its sections) lives in configs/schema.py, beside the YAML
+presets; model/config.py holds the model's section. This module knows no schema: it validates a
+plain dict against any dataclass schema, suggests the closest valid key for a misspelled one,
+parses `key=value` overrides (and the reference scripts' `key = value`), and returns read-only
+OmegaConf configs.
 """
 
 import difflib
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-
-from model.config import ModelConfig
 
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
 
 
-@dataclass
-class ViewSelectorConfig:
-    min_frame_dist: int = 25  # reference defaults (LVSM scene configs)
-    max_frame_dist: int = 192
-
-
-@dataclass
-class ObjectDataConfig:
-    """Object renders (training.dataset_name: object): not in the reference configs. Defaults are
-    the authors' object loader (Efficient-LVSM data/dataset_object.py at 8980294^)."""
-    background: Optional[list[float]] = None  # RGB in [0, 1] to composite on; None: alpha dropped (reference)
-    camera_convention: str = "opengl"  # "opengl" (Blender) or "opencv"
-    view_sampler: str = "groups"  # "groups": one of each 8 frames of 32, then random (reference); "random"
-    normalize_poses: bool = True  # mean camera, training.scene_scale_factor (reference); False: as written
-    fov_deg: float = 49.1  # vertical FoV of render folders, which carry no intrinsics (reference)
-    scale: float = 1.0  # global scale of camera positions, applied last
-
-
-@dataclass
-class TrainingConfig:
-    # data
-    dataset_name: str = "data.dataset_scene.Dataset"
-    dataset_path: str = "data/train/full_list.txt"
-    list_path: Optional[str] = None  # objects: a JSON {uid: render folder}, used instead of dataset_path (reference)
-    dataset_len: Optional[int] = None
-    num_views: int = 8
-    num_input_views: int = 2
-    num_target_views: int = 6
-    target_has_input: bool = True
-    square_crop: bool = True
-    center_crop: bool = True
-    scene_scale_factor: float = 1.35
-    use_rel_pose: bool = False
-    view_selector: ViewSelectorConfig = field(default_factory=ViewSelectorConfig)
-    objects: ObjectDataConfig = field(default_factory=ObjectDataConfig)
-    use_view_masking: bool = False  # draw the input-view count per step in [view_min, view_max]
-    view_mask_strategy: str = "unified"  # one count for the whole batch (the only one supported)
-    view_min: int = 2
-    view_max: int = 2
-    num_workers: int = 4
-    num_threads: int = 8
-    prefetch_factor: int = 32
-    # optimization (reference Efficient-LVSM values)
-    batch_size_per_gpu: int = 2
-    grad_accum_steps: int = 1
-    lr: float = 4e-4
-    beta1: float = 0.9
-    beta2: float = 0.95
-    weight_decay: float = 0.05
-    warmup: int = 3000
-    scheduler_type: str = "cosine"  # both reference trainers: `get("scheduler_type", "cosine")`
-    train_steps: int = 100000
-    train_epochs: Optional[float] = None  # Efficient-LVSM: the run length (utils/run_plan.py)
-    train_time: Optional[float] = None  # hours; Efficient-LVSM: 12 when unset
-    grad_clip_norm: float = 1.0
-    allowed_gradnorm_factor: float = 5.0
-    use_amp: bool = True
-    amp_dtype: str = "bf16"
-    use_tf32: bool = True
-    use_compile: bool = False
-    gradient_checkpoint: bool = False
-    grad_checkpoint_every: int = 1
-    # losses
-    l2_loss_weight: float = 1.0
-    perceptual_loss_weight: float = 0.5
-    lpips_loss_weight: float = 0.0
-    enable_repa: bool = False
-    proj_loss_weight: float = 0.5
-    proj_loss_type: str = "sl1"
-    perceptual_weights_path: Optional[str] = None  # VGG-19: MatConvNet .mat or a torchvision state dict
-    # checkpoints, resume, evaluation and logging
-    checkpoint_dir: str = "./experiments/checkpoints"  # also holds metrics.jsonl and images/
-    resume: str = "auto"  # "auto" (newest readable checkpoint in checkpoint_dir), "none", or a file
-    init_checkpoint: Optional[str] = None  # weights to fine-tune from when not resuming (ours or the reference's)
-    resume_ckpt: str = ""  # the reference's: resume from this file, or the newest checkpoint in this folder
-    reset_training_state: bool = False  # the reference's: take the weights of the resumed checkpoint only
-    keep_checkpoints: int = 3
-    device: Optional[str] = None  # "cpu" or "cuda"; None: CUDA when available
-    eval_every: int = 0  # steps between held-out PSNR evaluations (0: never)
-    eval_dataset_path: Optional[str] = None
-    eval_index_path: Optional[str] = None
-    eval_max_scenes: int = 64
-    checkpoint_every: int = 2000
-    checkpoint_every_epoch: Optional[float] = None  # Efficient-LVSM only
-    checkpoint_every_time: Optional[float] = None  # hours; Efficient-LVSM: 1 when unset
-    print_every: int = 20
-    vis_every: int = 1000
-    wandb_project: str = "LVSM"
-    wandb_exp_name: str = "efficient_lvsm"
-    wandb_log_every: int = 50
-    wandb_mode: str = "auto"  # "auto": online with an API key, off without; "online" | "offline" | "disabled"
-    api_key_path: Optional[str] = None
-    backup_code: bool = False  # copy the source files to checkpoint_dir/src at start (reference)
-    log_file: Optional[str] = None  # reference-only (REFERENCE_ONLY below)
-    log_grad_norm_details: bool = False  # reference-only
-    seed: int = 0
-
-
-@dataclass
-class RenderVideoConfig:
-    traj_type: str = "interpolate"
-    num_frames: int = 60
-    loop_video: bool = True
-    order_poses: bool = False
-
-
-@dataclass
-class InferenceConfig:
-    if_inference: bool = False
-    compute_metrics: bool = False
-    view_idx_file_path: Optional[str] = "./data/evaluation_index_re10k.json"
-    resize: bool = False
-    render_video: bool = False
-    render_video_config: RenderVideoConfig = field(default_factory=RenderVideoConfig)
-    generate_website: bool = True  # index.html gallery (LVSM's default; Efficient-LVSM's is false)
-    use_incremental_inference: bool = False
-    checkpoint_dir: Optional[str] = None  # the reference's name for the checkpoint file to evaluate
-    inference_out_dir: Optional[str] = None
-
-
-@dataclass
-class DemoConfig:
-    rotate_x: float = 0.0
-    rotate_y: float = 0.0
-    rotate_z: float = 0.0
-    translate_x: float = 0.0
-    translate_y: float = 0.0
-    translate_z: float = 0.0
-
-
-@dataclass
-class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
-    demo: DemoConfig = field(default_factory=DemoConfig)
-    inference_out_dir: Optional[str] = None  # LVSM's eval command sets it at the top level
-
-
-# Keys accepted only so that the reference implementations' files load: no code here reads them (a
-# test checks that every other key is read). A config that sets one to a value other than the
-# schema's default gets one warning at start naming it (`inert_key_warnings`). README: "Coming from
-# LVSM or Efficient-LVSM" lists these, the keys we read, and those we reject.
-REFERENCE_ONLY = {
-    "training.dataset_len": "the reference overwrites it with the dataset's length too",
-    "training.center_crop": "no reference code reads it; training.square_crop decides the crop",
-    "training.use_rel_pose": "no reference code reads it",
-    "training.num_threads": "the reference copies it into OMP_NUM_THREADS once torch is imported; here threads "
-                            "follow the environment: set OMP_NUM_THREADS before launching",
-    "training.log_file": "logs go to stdout and checkpoint_dir/metrics.jsonl",
-    "training.log_grad_norm_details": "per-layer gradient norms are not logged",
-    "model.transformer.attention_arch": "attention always runs through scaled_dot_product_attention (the same "
-                                        "function as 'flash' or 'flex'; PyTorch picks the kernel)",
-    "model.image_tokenizer.source": "the reference's torch.hub source; the REPA teacher loads through transformers "
-                                    "from model.image_tokenizer.model_path",
-    "model.image_tokenizer.model_source_dir": "the reference's torch.hub repository folder; the REPA teacher loads "
-                                              "through transformers from model.image_tokenizer.model_path",
-    "model.repa_encoder_type": "the reference never reads it; model.image_tokenizer.type picks the teacher",
-    "model.align_resolution": "the reference never reads it",
-    "model.freeze_repa_encoder": "the teacher is always frozen (the reference's runs it under no_grad either way)",
-    "inference.if_inference": "inference.py always evaluates at the index and train.py always trains",
-    "inference.compute_metrics": "evaluation always scores and writes the summary",
-    "demo.rotate_x": "no reference code reads the demo section", "demo.rotate_y": "no reference code reads it",
-    "demo.rotate_z": "no reference code reads it", "demo.translate_x": "no reference code reads it",
-    "demo.translate_y": "no reference code reads it", "demo.translate_z": "no reference code reads it",
-}
-
-
-# Keys the reference implementations read (not in their YAML files) that this code rejects, and why.
-REJECTED = {
-    "training.dynamic_input_view_num": "it draws 2 to 4 input views per step from numpy's global RNG, different on "
-                                       "every rank; use training.use_view_masking with view_min and view_max",
-    "training.shuffle_input_views": "attention over input views is order-free in all three models, so shuffling "
-                                    "their order changes nothing",
-    "inference.extract_features": "the feature dump of the reference's inference_mul.py is not implemented",
-    "inference.feature_save_dir": "the feature dump of the reference's inference_mul.py is not implemented",
-}
-
-
-def inert_key_warnings(cfg: DictConfig) -> list[str]:
-    """One line for each REFERENCE_ONLY key that `cfg` sets to a value other than its default."""
-    default = OmegaConf.structured(Config)
-    lines = []
-    for key, why in REFERENCE_ONLY.items():
-        value = OmegaConf.select(cfg, key)
-        if value != OmegaConf.select(default, key):
-            lines.append(f"warning: {key}={value!r} has no effect here ({why})")
-    return lines
-
-
-def _schema_paths(schema: type, prefix: str = "") -> dict[str, type]:
+def schema_paths(schema: type, prefix: str = "") -> dict[str, type]:
     """Every valid dotted key of a dataclass schema, mapped to its field type."""
     hints = typing.get_type_hints(schema)
     paths = {}
@@ -224,39 +30,40 @@ def _schema_paths(schema: type, prefix: str = "") -> dict[str, type]:
         path = f"{prefix}{f.name}"
         paths[path] = hints[f.name]
         if is_dataclass(hints[f.name]):
-            paths.update(_schema_paths(hints[f.name], path + "."))
+            paths.update(schema_paths(hints[f.name], path + "."))
     return paths
 
 
-_PATHS = _schema_paths(Config)
-
-
-def _suggest(path: str) -> str:
+def suggest(path: str, paths: Sequence[str]) -> str:
     """' (did you mean ...?)' for an unknown dotted key, or ''."""
     parent, _, leaf = path.rpartition(".")
     # The right name under another section (training.d_head -> model.transformer.d_head) first,
     # then a near spelling among its siblings, then anywhere.
-    close = [p for p in _PATHS if p.rpartition(".")[2] == leaf][:1]
-    siblings = [p for p in _PATHS if p.rpartition(".")[0] == parent]
+    close = [p for p in paths if p.rpartition(".")[2] == leaf][:1]
+    siblings = [p for p in paths if p.rpartition(".")[0] == parent]
     close = close or difflib.get_close_matches(path, siblings, n=1, cutoff=0.6)
-    close = close or difflib.get_close_matches(path, list(_PATHS), n=1, cutoff=0.6)
+    close = close or difflib.get_close_matches(path, list(paths), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _check_keys(node: Any, schema: type, where: str, prefix: str = "") -> None:
-    """Raise ConfigError for the first key of `node` that the schema does not know."""
+def check_keys(node: Any, schema: type, where: str, rejected: Mapping[str, str],
+               paths: Optional[Sequence[str]] = None, prefix: str = "") -> None:
+    """Raise ConfigError for the first key of `node` that the schema does not know; a key in
+    `rejected` (dotted path -> reason) gets its reason instead of a suggestion from `paths` (the
+    root schema's keys)."""
+    paths = list(schema_paths(schema)) if paths is None else paths
     if not isinstance(node, dict):
         raise ConfigError(f"{where}: '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {node!r}")
     hints = typing.get_type_hints(schema)
     for key, value in node.items():
         path = f"{prefix}{key}"
-        if key not in hints and path in REJECTED:
+        if key not in hints and path in rejected:
             raise ConfigError(f"{where}: '{path}' is a key of the reference implementations that this code does not "
-                              f"support: {REJECTED[path]}")
+                              f"support: {rejected[path]}")
         if key not in hints:
-            raise ConfigError(f"{where}: unknown config key '{path}'{_suggest(path)}")
+            raise ConfigError(f"{where}: unknown config key '{path}'{suggest(path, paths)}")
         if is_dataclass(hints[key]) and value is not None:
-            _check_keys(value, hints[key], where, path + ".")
+            check_keys(value, hints[key], where, rejected, paths, path + ".")
 
 
 def _type_name(tp: type) -> str:
@@ -264,13 +71,15 @@ def _type_name(tp: type) -> str:
     return f"{args[0].__name__} or null" if args else getattr(tp, "__name__", str(tp))
 
 
-def _merge(base: DictConfig, data: dict, where: str) -> DictConfig:
-    _check_keys(data, Config, where)
+def merge(base: DictConfig, data: dict, where: str, schema: type, rejected: Mapping[str, str]) -> DictConfig:
+    """`data` checked against `schema` and merged over `base`; a value of the wrong type names the key."""
+    check_keys(data, schema, where, rejected)
     try:
         return OmegaConf.merge(base, data)
     except OmegaConfBaseException as err:
         key = err.full_key or "?"
-        expected = _type_name(_PATHS[key]) if key in _PATHS else "a value of the schema's type"
+        paths = schema_paths(schema)
+        expected = _type_name(paths[key]) if key in paths else "a value of the schema's type"
         raise ConfigError(
             f"{where}: config key '{key}' expects {expected}, got {err.value!r}"
         ) from None
@@ -301,7 +110,7 @@ def join_overrides(tokens: Sequence[str]) -> list[str]:
     return joined
 
 
-def _overrides_to_dict(overrides: Sequence[str]) -> dict:
+def overrides_to_dict(overrides: Sequence[str]) -> dict:
     """Nested dict from `key=value` strings; values are parsed as YAML scalars (1e-4, true, null)."""
     nested: dict = {}
     for item in join_overrides(overrides):
@@ -321,26 +130,26 @@ def _overrides_to_dict(overrides: Sequence[str]) -> dict:
     return nested
 
 
-def config_from_dict(data: Optional[dict], overrides: Sequence[str] = (), where: str = "config") -> DictConfig:
-    """Validated, read-only config from a plain dict (e.g. one stored in a checkpoint)."""
-    cfg = OmegaConf.structured(Config)
-    cfg = _merge(cfg, data or {}, where)
+def build_config(schema: type, data: Optional[dict], overrides: Sequence[str] = (), where: str = "config",
+                 rejected: Mapping[str, str] = {}) -> DictConfig:
+    """Validated, read-only config of `schema` from a plain dict, then `key=value` overrides."""
+    cfg = OmegaConf.structured(schema)
+    cfg = merge(cfg, data or {}, where, schema, rejected)
     if overrides:
-        cfg = _merge(cfg, _overrides_to_dict(overrides), "command-line override")
+        cfg = merge(cfg, overrides_to_dict(overrides), "command-line override", schema, rejected)
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
-    """Read a YAML preset, apply `key=value` overrides, validate against the schema."""
+def read_yaml(path: str | Path) -> dict:
+    """The mapping a YAML file holds; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return config_from_dict(data, overrides, where=str(path))
 
 
 def to_dict(cfg: DictConfig) -> dict:

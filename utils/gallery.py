@@ -2,7 +2,7 @@
 
     write_gallery(out_dir, records, rows, title=..., header={...})
 
-Each record (utils.evaluate.render_scenes) has its views saved as PNG under out_dir/images/<scene>/:
+Each record (evaluation.scenes.render_scenes) has its views saved as PNG under out_dir/images/<scene>/:
 inputs, and per target the ground truth, the render and an error map (absolute difference, x4).
 The page holds the rows as JSON and shows a page of them at a time, so thousands of scenes stay light.
 """

@@ -45,7 +45,7 @@ class RenderLoss(nn.Module):
             raise ConfigError("training.lpips_loss_weight > 0 is not supported (the lpips package needs "
                               "torchvision); use training.perceptual_loss_weight, the VGG-19 perceptual loss")
         if self.perceptual_weight > 0:
-            from utils.perceptual import PerceptualLoss
+            from training.perceptual import PerceptualLoss
             self.perceptual = PerceptualLoss(perceptual_weights_file(t))
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

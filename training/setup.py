@@ -10,11 +10,12 @@ from tqdm import tqdm
 
 from data.dataset_scene import SceneDataset
 from model.checkpoint import CheckpointError, read_checkpoint
-from utils.config import ConfigError, inert_key_warnings, to_dict
+from configs.schema import inert_key_warnings
+from utils.config import ConfigError, to_dict
 from utils.distributed import barrier
-from utils.evaluate import render_scenes
+from evaluation.scenes import render_scenes
 from utils.metrics import psnr
-from utils.train_checkpoint import REQUIRED
+from training.checkpoints import REQUIRED
 
 
 def resume_source(training, load_latest) -> Optional[tuple[dict, Path]]:
@@ -57,7 +58,7 @@ def build_repa(cfg, model: torch.nn.Module, device: torch.device):
     """REPA's aligner (projectors and frozen teacher) when training.enable_repa, else None."""
     if not cfg.training.enable_repa:
         return None
-    from utils.repa import build_aligner
+    from training.repa import build_aligner
     return build_aligner(cfg, model).to(device)
 
 

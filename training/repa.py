@@ -6,7 +6,7 @@ encoder. Efficient-LVSM (github.com/Ayakaee/Efficient-LVSM; its scripts/train.sh
 `model.image_tokenizer.type=dinov3 training.enable_repa=true model.repa_config=8-2`) applies it on
 two streams: the input encoder's tokens after block S against the input images' teacher features,
 the target decoder's tokens after block S against the target images', teacher block T each
-(`model.repa_config` "T-S"; see `parse_repa_config`). The teacher is `utils.repa_teacher.DinoTeacher`;
+(`model.repa_config` "T-S"; see `parse_repa_config`). The teacher is `training.repa_teacher.DinoTeacher`;
 the hidden states are captured with forward hooks, so the models need no change:
 
     aligner = build_aligner(cfg, model).to(device)  # teacher, projectors, hooks on the bare model
@@ -40,7 +40,7 @@ from einops import rearrange
 from model.efficient_lvsm import EfficientLVSM
 from model.lvsm import LVSMDecoderOnly, LVSMEncoderDecoder
 from utils.config import ConfigError
-from utils.repa_teacher import TEACHERS, DinoTeacher, download_hint
+from training.repa_teacher import TEACHERS, DinoTeacher, download_hint
 
 LOSS_TYPES = ("sl1", "l2", "cos")  # reference model/loss.py calculate_proj_loss
 STREAMS = {"": ("input", "target"), "t": ("target",), "i": ("input",)}

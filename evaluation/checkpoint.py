@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from model import build_model, load_weights, read_checkpoint
-from utils.config import config_from_dict, load_config
+from configs.schema import config_from_dict, load_config
 
 
 def load_model(checkpoint: Optional[str | Path], config: Optional[str | Path] = None,

@@ -1,6 +1,6 @@
 """The incremental demo's logic (no UI): a scene of candidate views, the chosen inputs, a SceneCache.
 
-    model, cfg, _ = load_model("ckpt.pt")                   # utils.model_io; config from the checkpoint
+    model, cfg, _ = load_model("ckpt.pt")                   # evaluation.checkpoint; config from the checkpoint
     scene = load_scene("data/test/full_list.txt", "rooms_00000", image_size=256, patch_size=8)
     session = DemoSession(model, scene)
     session.add_view(0); session.add_view(5)                # each: the encoder on that view only

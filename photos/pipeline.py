@@ -7,7 +7,7 @@ Images are resized to the training height (width rounded to the patch size), opt
 cropped (data.dataset_scene.load_view); poses are normalized with normalize_scene_poses over the
 inputs and one set of targets together (posed targets, target cameras, video: one set each), as
 training normalizes each sample. Output folder: inputs/ (what the model saw), cameras.png (epipolar
-sanity picture, utils.camera_check), targets/ (render and ground truth), target_cameras/, video/
+sanity picture, photos.camera_check), targets/ (render and ground truth), target_cameras/, video/
 (PNG frames, and video.mp4, or .gif where no mp4 encoder is installed), summary.json (PSNR,
 cameras, warnings). Every file is written whole (temporary file, then rename) before the next is started.
 """
@@ -21,12 +21,12 @@ import torch
 
 from data.dataset_scene import load_view, prepare_intrinsics, prepared_size
 from data.scene_format import IMAGE_ERRORS, write_text_atomic
-from utils.camera_check import camera_picture, centres_coincide, layout_problems
-from utils.camera_io import PosedImages, read_cameras, read_target_cameras
+from photos.camera_check import camera_picture, centres_coincide, layout_problems
+from data.camera_io import PosedImages, read_cameras, read_target_cameras
 from utils.geometry import normalize_scene_poses
 from utils.gallery import safe_name, save_png
 from utils.metrics import psnr
-from utils.model_io import load_model
+from evaluation.checkpoint import load_model
 from utils.video import trajectory_cameras
 from utils.video import write_video as video_file
 
@@ -37,7 +37,7 @@ _OTHER = {"opencv": "opengl", "opengl": "opencv", "c2w": "w2c", "w2c": "c2w"}
 @dataclass
 class PhotoOptions:
     checkpoint: str
-    cameras: str  # COLMAP folder, transforms.json or plain JSON (utils.camera_io)
+    cameras: str  # COLMAP folder, transforms.json or plain JSON (data.camera_io)
     out: str
     images: str | None = None  # folder the camera file's image names are relative to
     format: str = "auto"

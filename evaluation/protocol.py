@@ -20,11 +20,11 @@ from data.scene_format import SAMPLE_ERRORS
 from model import build_model, load_weights
 from utils.config import ConfigError
 from utils.distributed import DistInfo
-from utils.evaluate import RESIZE_TO, render_scenes, resize_record, score_scene
+from evaluation.scenes import RESIZE_TO, render_scenes, resize_record, score_scene
 from utils.gallery import safe_name, save_scene_images, write_gallery_page
 from utils.metrics import LpipsScorer, ssim
-from utils.optim import AMP_DTYPES
-from utils.train_checkpoint import checkpoints
+from training.optim import AMP_DTYPES
+from training.checkpoints import checkpoints
 from utils.video import TRAJECTORIES, reference_video_cameras, render_cameras, trajectory_cameras, write_video
 
 METRICS = ("psnr", "ssim", "lpips")

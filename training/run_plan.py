@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from model.registry import resolve_model_name
-from utils.config import ConfigError, TrainingConfig
+from configs.schema import TrainingConfig
+from utils.config import ConfigError
 
 FAMILIES = {"efficient_lvsm": "efficient_lvsm", "lvsm_decoder_only": "lvsm", "lvsm_encoder_decoder": "lvsm"}
 # Efficient-LVSM train.py: `config.training.get("train_time", 12)`, `get("checkpoint_every_time", 1.0)`.

@@ -22,13 +22,13 @@ from data.sampler import ResumableSampler
 from model import build_model, load_weights
 from utils.config import to_dict
 from utils.distributed import DistInfo, agree_any, all_reduce_mean, barrier
-from utils.losses import RenderLoss
-from utils.optim import OptimStep, build_optimizer, build_scheduler
-from utils.run_plan import RunPlan, num_views, plan_run
-from utils.train_checkpoint import (code_version, load_latest, remove_stale_temps, rng_state, save_checkpoint,
+from training.losses import RenderLoss
+from training.optim import OptimStep, build_optimizer, build_scheduler
+from training.run_plan import RunPlan, num_views, plan_run
+from training.checkpoints import (code_version, load_latest, remove_stale_temps, rng_state, save_checkpoint,
                                     set_rng_state)
-from utils.train_log import TrainLog, backup_code
-from utils.train_setup import build_repa, evaluate_psnr, progress, resume_source, start_report
+from training.log import TrainLog, backup_code
+from training.setup import build_repa, evaluate_psnr, progress, resume_source, start_report
 
 
 class Trainee(nn.Module):

@@ -1,12 +1,12 @@
 """Convert pixelSplat-style chunks (RealEstate10K, ACID) into the scene format of data/scene_format.
 
-    python utils/process_data.py --base_path ROOT --output_dir OUT --mode train [--num_workers 4]
-    python utils/process_data.py --base_path ROOT --output_dir OUT --num_processes 32 --chunk_size 10
+    python data/process_data.py --base_path ROOT --output_dir OUT --mode train [--num_workers 4]
+    python data/process_data.py --base_path ROOT --output_dir OUT --num_processes 32 --chunk_size 10
 
-The reference's flags (LVSM's process_data.py, Efficient-LVSM's utils/process_data.py) mean the same
+The reference's flags (LVSM's process_data.py, Efficient-LVSM's data/process_data.py) mean the same
 here: --num_processes is --num_workers, --chunk_size the number of .torch files handed to a worker at
 a time (its Pool.imap chunksize; the output does not depend on it), --data_dir is --base_path.
-    python utils/process_data.py --base_path ROOT --output_dir OUT --check
+    python data/process_data.py --base_path ROOT --output_dir OUT --check
 
 Reads every ROOT/<mode>/*.torch: a list of scenes {"key", "url", "timestamps" int64 [n],
 "cameras" float [n, 18], "images": n uint8 tensors of JPEG bytes}. A camera row is fx, fy, cx, cy

@@ -1,0 +1,1 @@
+"""YAML presets (values only) and the schema they fill (configs/schema.py)."""

@@ -1,0 +1,1 @@
+"""Your own photos: camera files to posed images, camera checks, renders and videos from new cameras."""
