@@ -1,12 +1,12 @@
 """Convert pixelSplat-style chunks (RealEstate10K, ACID) into the scene format of data/scene_format.
 
-    python data/process_data.py --base_path ROOT --output_dir OUT --mode train [--num_workers 4]
-    python data/process_data.py --base_path ROOT --output_dir OUT --num_processes 32 --chunk_size 10
+    python -m data.process_data --base_path ROOT --output_dir OUT --mode train [--num_workers 4]
+    python -m data.process_data --base_path ROOT --output_dir OUT --num_processes 32 --chunk_size 10
 
 The reference's flags (LVSM's process_data.py, Efficient-LVSM's data/process_data.py) mean the same
 here: --num_processes is --num_workers, --chunk_size the number of .torch files handed to a worker at
 a time (its Pool.imap chunksize; the output does not depend on it), --data_dir is --base_path.
-    python data/process_data.py --base_path ROOT --output_dir OUT --check
+    python -m data.process_data --base_path ROOT --output_dir OUT --check
 
 Reads every ROOT/<mode>/*.torch: a list of scenes {"key", "url", "timestamps" int64 [n],
 "cameras" float [n, 18], "images": n uint8 tensors of JPEG bytes}. A camera row is fx, fy, cx, cy
@@ -32,10 +32,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from data.scene_format import IMAGE_ERRORS, write_text_atomic  # noqa: E402
-from utils.geometry import check_intrinsics, check_poses  # noqa: E402
+from data.scene_format import IMAGE_ERRORS, write_text_atomic
+from utils.geometry import check_intrinsics, check_poses
 
 SCENE_FIELDS = ("key", "timestamps", "cameras", "images")
 MAX_FAILURES_SHOWN = 20

@@ -1,7 +1,7 @@
 """Speed of Efficient-LVSM and LVSM decoder-only: full renders, incremental adds, one training step.
 
-    python scripts/benchmark.py                       # paper sizes on a GPU (d 768, 12+12 / 24 layers, patch 8)
-    python scripts/benchmark.py --size tiny --device cpu --runs 3    # what CI runs
+    python -m scripts.benchmark                       # paper sizes on a GPU (d 768, 12+12 / 24 layers, patch 8)
+    python -m scripts.benchmark --size tiny --device cpu --runs 3    # what CI runs
 
 Batch 1 (4 for training), bf16 weights for inference and bf16 autocast for training on GPU (fp32 on
 CPU). Timing: CUDA-synchronized, after warm-up, median of --runs; peak memory; FLOPs from
@@ -13,16 +13,14 @@ import argparse
 import csv
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model import build_model  # noqa: E402
-from configs.schema import config_from_dict  # noqa: E402
+from model import build_model
+from configs.schema import config_from_dict
 
 SIZES = {  # model widths/depths, full-render settings (resolution, inputs, targets), incremental N, train res
     "paper": {"d": 768, "layers": 12, "full": [(256, 2, 1), (256, 2, 6), (512, 2, 1), (512, 2, 6)],

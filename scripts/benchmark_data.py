@@ -1,6 +1,6 @@
 """Data pipeline speed: the synthetic generator, the chunk converter and the training loader.
 
-    python scripts/benchmark_data.py --out /tmp/bench_data [--scenes 1000] [--loader_workers 0 1 2]
+    python -m scripts.benchmark_data --out /tmp/bench_data [--scenes 1000] [--loader_workers 0 1 2]
 
 1. Generator: `--scenes` synthetic rooms of `--frames` frames at `--size` px, `--workers` processes.
 2. Converter: `--chunk_scenes` of those scenes re-encoded as a pixelSplat chunk the way
@@ -15,7 +15,6 @@ import argparse
 import io
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -23,12 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data import synthetic  # noqa: E402
-from data.dataset_scene import SceneDataset, collate  # noqa: E402
-from data.scene_format import read_scene_json, read_scene_list, resolve_path  # noqa: E402
-from data import process_data  # noqa: E402
+from data import synthetic
+from data.dataset_scene import SceneDataset, collate
+from data.scene_format import read_scene_json, read_scene_list, resolve_path
+from data import process_data
 
 RE10K_SIZE = (640, 360)  # (w, h) of RealEstate10K frames
 

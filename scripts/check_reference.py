@@ -1,6 +1,6 @@
 """Check this project against vectors recorded from the reference implementations.
 
-    python scripts/check_reference.py ../shared/reference/*.pt
+    python -m scripts.check_reference ../shared/reference/*.pt
 
 A model file (`kind`, `config`, `checkpoint`, `batch`, `render`, ...) is rendered by the model its
 config names, loaded through our checkpoint loader; Efficient-LVSM files are also rendered
@@ -16,11 +16,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model import SceneCache, build_model, load_weights, read_checkpoint  # noqa: E402
-from configs.schema import config_from_dict  # noqa: E402
-from utils.geometry import compute_rays, normalize_scene_poses  # noqa: E402
+from model import SceneCache, build_model, load_weights, read_checkpoint
+from configs.schema import config_from_dict
+from utils.geometry import compute_rays, normalize_scene_poses
 
 TOLERANCE = {"fp32": 1e-4, "bf16": 1e-2}
 

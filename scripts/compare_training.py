@@ -1,7 +1,7 @@
 """Efficient-LVSM against LVSM decoder-only trained for the same wall time on the synthetic rooms.
 
-    python scripts/compare_training.py --data /tmp/rooms128 --minutes 4 --out docs
-    python scripts/compare_training.py --plot_only --out docs      # redraw from the runs' logs
+    python -m scripts.compare_training --data /tmp/rooms128 --minutes 4 --out docs
+    python -m scripts.compare_training --plot_only --out docs      # redraw from the runs' logs
 
 Both models get the same width and the same number of transformer layers (Efficient-LVSM: L encoder
 + L decoder layers; LVSM: 2L layers), the same data, seed, batch and learning rate, and the same
@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 MODELS = ("efficient_lvsm", "lvsm_decoder_only")
 

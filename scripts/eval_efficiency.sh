@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 [ -x "$PY" ] || PY=python3
-"$PY" scripts/benchmark.py --out experiments/efficiency/benchmark.csv --plot experiments/efficiency/incremental.png "$@"
+"$PY" -m scripts.benchmark --out experiments/efficiency/benchmark.csv --plot experiments/efficiency/incremental.png "$@"

@@ -1,6 +1,6 @@
 """Write an evaluation index (pixelSplat format) for other view counts and frame gaps.
 
-    python scripts/make_eval_index.py LIST_FILE OUT.json --context_gap 45 --num_targets 3 --seed 0
+    python -m scripts.make_eval_index LIST_FILE OUT.json --context_gap 45 --num_targets 3 --seed 0
 
 For each scene of the list: two context frames `context_gap` apart (start drawn with the seed) and
 `num_targets` distinct target frames strictly between them; scenes too short get `null`, as in
@@ -13,9 +13,8 @@ import random
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.scene_format import read_scene_json, read_scene_list  # noqa: E402
+from data.scene_format import read_scene_json, read_scene_list
 
 
 def make_index(list_file, context_gap: int, num_targets: int, seed: int) -> dict:

@@ -1,6 +1,6 @@
 """Pose sensitivity diagnostic: do a checkpoint's renders follow the target camera?
 
-    python scripts/pose_sensitivity.py --checkpoint ckpt.pt --data data/test/full_list.txt --scene 0 \
+    python -m scripts.pose_sensitivity --checkpoint ckpt.pt --data data/test/full_list.txt --scene 0 \
         --out experiments/pose_check [--config cfg.yaml] [--input_frames 0 16] [--steps 4] \
         [--max_angle_deg 10] [--max_shift 0.1]
 
@@ -14,12 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.scene_format import read_scene_json  # noqa: E402
-from demo.session import find_scene, load_scene  # noqa: E402
-from evaluation.checkpoint import load_model  # noqa: E402
-from evaluation.pose_check import (MIN_INPUT_PSNR, SMOOTH_FACTOR, STATIC_TOL, run_pose_check,  # noqa: E402
+from data.scene_format import read_scene_json
+from demo.session import find_scene, load_scene
+from evaluation.checkpoint import load_model
+from evaluation.pose_check import (MIN_INPUT_PSNR, SMOOTH_FACTOR, STATIC_TOL, run_pose_check,
                               summary_lines, write_outputs)
 
 

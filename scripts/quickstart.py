@@ -1,6 +1,6 @@
 """The quick start: synthetic rooms, a tiny Efficient-LVSM trained on the CPU, a held-out evaluation.
 
-    python scripts/quickstart.py [--out experiments/quickstart] [key=value ...]
+    python -m scripts.quickstart [--out experiments/quickstart] [key=value ...]
 
 1. Generates the synthetic rooms (64 px) under OUT/data unless they are there already.
 2. Trains configs/tiny.yaml on them (resumes if stopped; about 7 minutes on 2 CPU cores, 9 at most).
@@ -13,19 +13,17 @@ import argparse
 import contextlib
 import csv
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data import synthetic  # noqa: E402
-from data.dataset_scene import SceneDataset  # noqa: E402
+from data import synthetic
+from data.dataset_scene import SceneDataset
 from configs.schema import load_config
-from utils.config import to_dict  # noqa: E402
-from utils.distributed import init_distributed  # noqa: E402
-from evaluation.scenes import render_scenes, score_scene, summarize  # noqa: E402
-from utils.gallery import write_gallery  # noqa: E402
+from utils.config import to_dict
+from utils.distributed import init_distributed
+from evaluation.scenes import render_scenes, score_scene, summarize
+from utils.gallery import write_gallery
 
 ROOT = Path(__file__).resolve().parents[1]
 

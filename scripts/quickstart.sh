@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python scripts/quickstart.py "$@"
+.venv/bin/python -m scripts.quickstart "$@"

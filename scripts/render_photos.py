@@ -1,6 +1,6 @@
 """Render a checkpoint on your own posed photos.
 
-    python scripts/render_photos.py --checkpoint ckpt.pt --cameras CAMERAS --out OUT
+    python -m scripts.render_photos --checkpoint ckpt.pt --cameras CAMERAS --out OUT
         [--images DIR] [--format auto|colmap|transforms|json]
         [--convention opencv|opengl] [--pose c2w|w2c]
         [--inputs 0,2,img.png | --num_inputs N] [--targets 3,img7.png] [--target_cameras cams.json]
@@ -23,11 +23,10 @@ import sys
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model import CheckpointError  # noqa: E402
-from data.camera_io import CONVENTIONS, FORMATS, POSES  # noqa: E402
-from photos.pipeline import VIDEO_KINDS, PhotoOptions, render_photos  # noqa: E402
+from model import CheckpointError
+from data.camera_io import CONVENTIONS, FORMATS, POSES
+from photos.pipeline import VIDEO_KINDS, PhotoOptions, render_photos
 
 
 def parse_args(argv=None) -> PhotoOptions:

@@ -1,6 +1,6 @@
 """Check a converted dataset before training on it.
 
-    python scripts/verify_data.py OUT/train/full_list.txt [--num_views 8] [--min_frame_dist 25]
+    python -m scripts.verify_data OUT/train/full_list.txt [--num_views 8] [--min_frame_dist 25]
                                   [--check_images all|first|none]
 
 For every scene in the list: the JSON parses and has its keys, there are enough frames for the
@@ -15,9 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.scene_format import check_scene, read_scene_list  # noqa: E402
+from data.scene_format import check_scene, read_scene_list
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,5 @@
 """Shared test helpers: paths, tiny model configs, random but valid posed views."""
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -8,9 +7,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
-sys.path.insert(0, str(ROOT))
 
-from configs.schema import config_from_dict  # noqa: E402
+from configs.schema import config_from_dict
 
 TINY = {
     "efficient_lvsm": {"transformer": {"d": 32, "d_head": 8, "n_layer": 2}},

@@ -37,7 +37,7 @@ def test_reference_location_is_read(tmp_path, monkeypatch):
 
 def test_reference_location_is_passed_and_the_key_wins(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(training.perceptual, "PerceptualLoss", lambda path: seen.append(str(path)) or None)
+    monkeypatch.setattr(training.perceptual.PerceptualLoss, "from_file", lambda path: seen.append(str(path)) or None)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "metric_checkpoint").mkdir()
     write_matconvnet(tmp_path / REFERENCE_FILE, random_matconvnet_convs(["conv1_1"]))

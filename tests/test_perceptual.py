@@ -69,7 +69,7 @@ def weight_files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mat_loss(weight_files):
-    loss = PerceptualLoss(weight_files[1])
+    loss = PerceptualLoss.from_file(weight_files[1])
     assert loss.weight_format == "matconvnet"
     return loss
 
@@ -81,9 +81,21 @@ def pth_vgg(weight_files):
     return vgg
 
 
+def he_normal_(vgg: VGG19Features, seed: int) -> VGG19Features:
+    """He-normal kernels and zero biases from `seed`: random weights that keep activations O(input)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for conv in vgg.convs.values():
+            fan_in = conv.weight[0].numel()
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+            conv.bias.zero_()
+    return vgg
+
+
 @pytest.fixture(scope="module")
 def random_loss():
-    return PerceptualLoss.random(seed=0)
+    """Random VGG weights in MatConvNet's input convention: not a perceptual loss, a test of the formula."""
+    return PerceptualLoss(he_normal_(VGG19Features(LOSS_LAYERS, pool="avg"), seed=0), "matconvnet")
 
 
 def test_layer_table():
@@ -204,7 +216,7 @@ def test_autocast_finite_and_close(random_loss, dtype):
 def test_missing_file_says_how_to_get_it(tmp_path):
     path = tmp_path / "imagenet-vgg-verydeep-19.mat"
     with pytest.raises(FileNotFoundError, match="perceptual loss weight file") as info:
-        PerceptualLoss(path)
+        PerceptualLoss.from_file(path)
     assert str(path) in str(info.value) and "matconvnet" in str(info.value).lower()
     assert "vgg19" in str(info.value)
 

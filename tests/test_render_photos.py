@@ -2,7 +2,6 @@
 renders and the sanity picture are written, the epipolar check tells the right camera convention
 from the wrong one, and bad inputs are errors naming the file at fault."""
 
-import importlib.util
 import json
 import math
 import shutil
@@ -22,10 +21,8 @@ from data.camera_io import _quat_to_rotmat, read_cameras
 from utils.config import to_dict
 from utils.geometry import _rotmat_to_quat, invert_pose, opencv_to_opengl, project_points
 from photos.pipeline import choose_views, prepare_intrinsics, resolution_warnings
+import scripts.render_photos as cli
 
-spec = importlib.util.spec_from_file_location("render_photos", ROOT / "scripts" / "render_photos.py")
-cli = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(cli)
 
 FRAMES, SIZE = 8, 32
 

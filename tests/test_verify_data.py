@@ -44,7 +44,7 @@ def _dataset(tmp_path) -> Path:
 
 
 def _verify(*args):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "verify_data.py"), *args],
+    return subprocess.run([sys.executable, "-m", "scripts.verify_data", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
 

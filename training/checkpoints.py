@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import CheckpointError, read_checkpoint
+from utils.config import ConfigError
 
 NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
 REQUIRED = ("model", "optimizer", "scheduler", "optim_step", "step")
@@ -110,3 +111,39 @@ def load_latest(folder: str | Path) -> Optional[tuple[dict[str, Any], Path]]:
             continue
         return ckpt, path
     return None
+
+
+def resume_source(training) -> Optional[tuple[dict, Path]]:
+    """The checkpoint a run starts from, or None.
+
+    training.resume: "auto" (newest readable checkpoint in checkpoint_dir), "none", or a file holding a
+    full training state. The reference's training.resume_ckpt (a file, or a folder whose newest
+    checkpoint is taken) replaces checkpoint_dir as the place to resume from. With
+    training.reset_training_state only the weights are taken (the caller checks), so any checkpoint
+    with a model will do, the reference's included."""
+    t = training
+    if t.resume_ckpt and t.resume != "auto":
+        raise ConfigError(f"training.resume_ckpt={t.resume_ckpt!r} and training.resume={t.resume!r} both name "
+                          "where to resume from: set one")
+    if t.resume == "none":
+        return None
+    where, key = (t.resume_ckpt, "training.resume_ckpt") if t.resume_ckpt else (t.resume, "training.resume")
+    if where == "auto" or Path(where).is_dir():
+        folder = t.checkpoint_dir if where == "auto" else where
+        found = load_latest(folder)
+        others = sorted(p.name for p in Path(folder).glob("*.pt")) if Path(folder).is_dir() else []
+        if found is None and others and where != "auto":
+            raise CheckpointError(f"{key}={where}: no checkpoint of this trainer there ({', '.join(others[:5])} are "
+                                  "not ckpt_<step>.pt files); name one file to start from its weights, with "
+                                  "training.reset_training_state=true")
+        return found
+    path = Path(where)
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: checkpoint not found: {path}")
+    ckpt = read_checkpoint(path)
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing and not t.reset_training_state:
+        raise CheckpointError(f"{key}={path}: not a training checkpoint of this trainer (missing {missing}), so its "
+                              "optimizer and schedule cannot be resumed; to start from its weights, set "
+                              "training.reset_training_state=true (or use training.init_checkpoint)")
+    return ckpt, path

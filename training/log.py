@@ -1,4 +1,5 @@
-"""Training logs: a JSONL metrics file that is always written, optional wandb, image grids.
+"""Training logs: the start report, the progress bar, a JSONL metrics file that is always written,
+optional wandb, image grids, and the source backup.
 
 wandb (training.wandb_mode): "auto" runs online when an API key is found (training.api_key_path: a
 bare key, or the reference's YAML `wandb: KEY`; else WANDB_API_KEY) and is off otherwise; "online",
@@ -8,6 +9,7 @@ stops training: it warns and logs locally.
 
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -17,6 +19,10 @@ import torch
 import yaml
 from einops import rearrange
 from PIL import Image
+from tqdm import tqdm
+
+from configs.schema import inert_key_warnings
+from utils.config import to_dict
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
@@ -143,3 +149,48 @@ def backup_code(out_dir: str | Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, target)
     return dest
+
+
+# ----------------------------------------------------------------------------- start report, progress bar
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def start_report(cfg, run, preset: Optional[dict]) -> str:
+    """Effective batch, tokens per step, parameters, and the config's differences from the preset."""
+    t, tok, dist = cfg.training, cfg.model.image_tokenizer, run.dist
+    effective = t.batch_size_per_gpu * dist.world_size * t.grad_accum_steps
+    n = (tok.image_size // tok.patch_size) ** 2  # tokens per view, square images
+    views = (t.view_max if t.use_view_masking else t.num_input_views) + t.num_target_views  # at most, per sample
+    params = sum(p.numel() for p in run.model.parameters())
+    lines = [f"model {cfg.model.class_name}: {params / 1e6:.2f}M parameters"
+             + (f" + REPA projectors {sum(p.numel() for p in run.repa.parameters() if p.requires_grad) / 1e6:.2f}M"
+                if run.repa is not None else ""),
+             f"device {dist.device} x {dist.world_size} process(es); amp {'on (' + t.amp_dtype + ')' if run.optim.enabled else 'off'}; "
+             f"compile {t.use_compile}; gradient checkpointing {t.gradient_checkpoint}",
+             f"effective batch {effective} = {t.batch_size_per_gpu} per process x {dist.world_size} x "
+             f"{t.grad_accum_steps} accumulation; tokens per step {effective * views * n:,} "
+             f"({views} views x {n} tokens per sample, at most)",
+             f"data: {len(run.dataset)} scenes from {t.dataset_path}, {run.sampler.batches_per_epoch} batches per "
+             f"epoch per process; steps {run.step} -> {run.plan.total_steps}; checkpoints in {t.checkpoint_dir}",
+             run.plan.description]
+    lines += [f"warning: {item} has no effect" for item in run.plan.ignored] + inert_key_warnings(cfg)
+    if preset is not None:
+        now, before = _flatten(to_dict(cfg)), _flatten(preset)
+        diff = [f"  {k}: {before.get(k)!r} -> {v!r}" for k, v in now.items() if before.get(k) != v]
+        lines.append("config differs from the preset in:" if diff else "config: the preset unchanged")
+        lines += diff
+    return "\n".join(lines)
+
+
+def progress(run, end: int) -> tqdm:
+    interactive = sys.stderr.isatty()  # a log file gets a line every 30 s, not every step
+    return tqdm(total=end, initial=run.step, desc="train", unit="step", disable=not run.dist.is_main,
+                dynamic_ncols=True, mininterval=0.1 if interactive else 30.0)

@@ -25,10 +25,11 @@ from utils.distributed import DistInfo, agree_any, all_reduce_mean, barrier
 from training.losses import RenderLoss
 from training.optim import OptimStep, build_optimizer, build_scheduler
 from training.run_plan import RunPlan, num_views, plan_run
-from training.checkpoints import (code_version, load_latest, remove_stale_temps, rng_state, save_checkpoint,
+from training.checkpoints import (code_version, remove_stale_temps, resume_source, rng_state, save_checkpoint,
                                     set_rng_state)
-from training.log import TrainLog, backup_code
-from training.setup import build_repa, evaluate_psnr, progress, resume_source, start_report
+from training.log import TrainLog, backup_code, progress, start_report
+from training.repa import build_aligner
+from training.setup import evaluate_psnr
 
 
 class Trainee(nn.Module):
@@ -72,7 +73,7 @@ def setup(cfg, dist: DistInfo, preset: Optional[dict] = None) -> Run:
     plan = plan_run(cfg, len(dataset), dist.world_size)  # the family's run length, time limit and save points
     model = build_model(cfg.model).to(dist.device)
     model.grad_checkpoint_every = t.grad_checkpoint_every if t.gradient_checkpoint else 0
-    repa = build_repa(cfg, model, dist.device)
+    repa = build_aligner(cfg, model).to(dist.device) if t.enable_repa else None  # projectors + frozen teacher
     loss = RenderLoss(t).to(dist.device)
     owners = [model] + ([repa] if repa is not None else [])
     optimizer = build_optimizer(owners, t, dist.device)
@@ -98,7 +99,7 @@ def restore(run: Run) -> None:
         for path in remove_stale_temps(t.checkpoint_dir):
             print(f"removed {path}, a checkpoint write that a killed run left unfinished")
     barrier(run.dist)
-    source = resume_source(t, load_latest)
+    source = resume_source(t)
     if source is None:
         if t.init_checkpoint:
             load_weights(run.model, t.init_checkpoint)

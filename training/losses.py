@@ -46,7 +46,7 @@ class RenderLoss(nn.Module):
                               "torchvision); use training.perceptual_loss_weight, the VGG-19 perceptual loss")
         if self.perceptual_weight > 0:
             from training.perceptual import PerceptualLoss
-            self.perceptual = PerceptualLoss(perceptual_weights_file(t))
+            self.perceptual = PerceptualLoss.from_file(perceptual_weights_file(t))
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """pred, target [b, v_t, 3, h, w] in [0, 1] -> (weighted total, detached parts incl. psnr)."""

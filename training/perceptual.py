@@ -183,15 +183,6 @@ class VGG19Features(nn.Module):
                 conv.bias.copy_(weights[name][1])
         return fmt
 
-    def reset_random(self, seed: int) -> None:
-        """He-normal kernels and zero biases from ``seed``: test weights that keep activations O(input)."""
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for conv in self.convs.values():
-                fan_in = conv.weight[0].numel()
-                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
-                conv.bias.zero_()
-
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         """x [n, 3, h, w] in the weights' input convention -> activations [n, c_l, h / 2^k, w / 2^k]."""
         found = {}
@@ -240,27 +231,23 @@ class PerceptualLoss(nn.Module):
     torchvision's input normalization and the feature terms have a different scale than the reference's.
     """
 
-    def __init__(self, weights_path: PathLike):
+    def __init__(self, vgg: VGG19Features, fmt: str):
+        """`vgg`: a VGG19Features with LOSS_LAYERS as outputs and average pooling, its weights in the
+        convention `fmt` ("matconvnet" or "torchvision"); see `from_file`."""
         super().__init__()
-        vgg = VGG19Features(LOSS_LAYERS, pool="avg")
-        self._setup(vgg, vgg.load_file(weights_path))
-
-    @classmethod
-    def random(cls, seed: int = 0) -> "PerceptualLoss":
-        """TEST ONLY: random He-normal VGG weights (MatConvNet input convention); not a perceptual loss."""
-        loss = cls.__new__(cls)
-        nn.Module.__init__(loss)
-        vgg = VGG19Features(LOSS_LAYERS, pool="avg")
-        vgg.reset_random(seed)
-        loss._setup(vgg, "matconvnet")
-        return loss
-
-    def _setup(self, vgg: VGG19Features, fmt: str) -> None:
+        if vgg.outputs != LOSS_LAYERS or vgg.pool != "avg":
+            raise ValueError(f"the perceptual loss needs VGG19Features({LOSS_LAYERS}, pool='avg')")
         self.vgg = vgg.requires_grad_(False).eval()
         self.weight_format = fmt
         scale, shift = _INPUT_SCALE_SHIFT[fmt]
         self.register_buffer("input_scale", torch.tensor(scale).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("input_shift", torch.tensor(shift).view(1, 3, 1, 1), persistent=False)
+
+    @classmethod
+    def from_file(cls, weights_path: PathLike) -> "PerceptualLoss":
+        """The loss with VGG-19 weights from a MatConvNet or torchvision file (see the module doc)."""
+        vgg = VGG19Features(LOSS_LAYERS, pool="avg")
+        return cls(vgg, vgg.load_file(weights_path))
 
     def train(self, mode: bool = True) -> "PerceptualLoss":
         return super().train(False)  # always eval: the VGG is a fixed feature extractor
