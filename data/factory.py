@@ -76,9 +76,9 @@ def build_dataset(cfg, list_file: Optional[str | Path] = None, eval_index: Optio
     if not list_file.is_file():
         key = "training.dataset_path" if list_file == Path(t.dataset_path) else "the scene list"
         raise FileNotFoundError(f"{key}: scene list not found: {list_file} (generate the synthetic data with "
-                                "`python -m data.synthetic --out DIR`, or convert a dataset with data/process_data.py)")
+                                "`python -m data.synthetic --out DIR`, or convert a dataset with `python -m data.process_data`)")
     seed = t.seed if seed is None else seed
-    most_inputs = t.view_max if t.use_view_masking else t.num_input_views
+    most_inputs = t.view_max if t.use_view_masking and eval_index is None else t.num_input_views  # index: fixed
     return SceneDataset(list_file, image_size=tok.image_size, patch_size=tok.patch_size, num_views=num_views,
                         num_input_views=most_inputs, num_target_views=t.num_target_views, square_crop=t.square_crop,
                         scene_scale_factor=t.scene_scale_factor, min_frame_dist=t.view_selector.min_frame_dist,

@@ -3,7 +3,7 @@
     python -m data.process_data --base_path ROOT --output_dir OUT --mode train [--num_workers 4]
     python -m data.process_data --base_path ROOT --output_dir OUT --num_processes 32 --chunk_size 10
 
-The reference's flags (LVSM's process_data.py, Efficient-LVSM's data/process_data.py) mean the same
+The reference's flags (LVSM's process_data.py, Efficient-LVSM's utils/process_data.py) mean the same
 here: --num_processes is --num_workers, --chunk_size the number of .torch files handed to a worker at
 a time (its Pool.imap chunksize; the output does not depend on it), --data_dir is --base_path.
     python -m data.process_data --base_path ROOT --output_dir OUT --check

@@ -16,11 +16,12 @@ import torch
 import torch.distributed as tdist
 
 from data.dataset_scene import SceneDataset
+from data.factory import build_dataset
 from data.scene_format import SAMPLE_ERRORS
 from model import build_model, load_weights
 from utils.config import ConfigError
 from utils.distributed import DistInfo
-from evaluation.scenes import RESIZE_TO, render_scenes, resize_record, score_scene
+from evaluation.scenes import RESIZE_TO, baseline_summary, render_scenes, resize_record, score_scene
 from utils.gallery import safe_name, save_scene_images, write_gallery_page
 from utils.metrics import LpipsScorer, ssim
 from training.optim import AMP_DTYPES
@@ -48,12 +49,10 @@ def file_hash(path: Path) -> str:
 
 
 def build_eval_dataset(cfg) -> SceneDataset:
-    t, tok, index = cfg.training, cfg.model.image_tokenizer, cfg.inference.view_idx_file_path
+    index = cfg.inference.view_idx_file_path
     if not index:
         raise ConfigError("inference.view_idx_file_path: the evaluation index is required (pixelSplat's JSON)")
-    return SceneDataset(t.dataset_path, image_size=tok.image_size, patch_size=tok.patch_size, num_views=t.num_views,
-                        num_input_views=t.num_input_views, num_target_views=t.num_target_views,
-                        square_crop=t.square_crop, scene_scale_factor=t.scene_scale_factor, eval_index=index)
+    return build_dataset(cfg, eval_index=index)
 
 
 def _autocast(cfg, device: torch.device):
@@ -62,29 +61,37 @@ def _autocast(cfg, device: torch.device):
     return torch.autocast("cuda", dtype=AMP_DTYPES[cfg.training.amp_dtype])
 
 
-def evaluate_rank(cfg, model, dataset, dist: DistInfo, out_dir: Path, lpips: LpipsScorer) -> tuple[list, list]:
-    """Render and score this rank's scenes; returns (rows, failures)."""
-    indices = list(range(dist.rank, len(dataset), dist.world_size))
-    rows, failures = [], []
-    records = render_scenes(model, dataset, indices, cfg.training.num_input_views, dist.device,
-                            lambda: _autocast(cfg, dist.device), on_error=failures.append, errors=SAMPLE_ERRORS,
+def evaluate_scenes(cfg, model, dataset, indices: list[int], device: torch.device, autocast,
+                    out_dir: Optional[Path] = None, lpips: Optional[LpipsScorer] = None,
+                    failures: Optional[list] = None) -> list[dict]:
+    """The one evaluation pipeline (inference.py, the quick start, held-out PSNR in training): render
+    the scenes `indices` of `dataset`, score every target (PSNR and the two baselines; SSIM and LPIPS
+    when `lpips` is given), and, with `out_dir`, write their images (and videos) there. A scene that
+    fails to load is appended to `failures` as (scene, reason) and the others go on. Returns per-image rows."""
+    rows, failures = [], failures if failures is not None else []
+    records = render_scenes(model, dataset, indices, cfg.training.num_input_views, device, autocast,
+                            on_error=failures.append, errors=SAMPLE_ERRORS,
                             incremental=cfg.inference.use_incremental_inference)
     for record in records:
-        video = scene_video(cfg, model, record, out_dir, dist.device) if cfg.inference.render_video else None
+        video = None
+        if out_dir is not None and cfg.inference.render_video:
+            video = scene_video(cfg, model, record, out_dir, device)
         if cfg.inference.resize:  # after the video: the model renders it from the inputs at their own size
             record = resize_record(record)
         scene_rows = score_scene(record)
-        extra = {"ssim": ssim(record["render"], record["targets"]), "lpips": lpips(record["render"], record["targets"])}
-        paths = save_scene_images(out_dir, record)
+        extra = {} if lpips is None else {"ssim": ssim(record["render"], record["targets"]),
+                                          "lpips": lpips(record["render"], record["targets"])}
+        paths = save_scene_images(out_dir, record) if out_dir is not None else None
         for row in scene_rows:
             i = row["target"]
             row.update({k: float(v[i]) for k, v in extra.items()})
-            row.update(inputs=paths["inputs"], gt=paths["targets"][i], render=paths["renders"][i],
-                       error=paths["errors"][i])
+            if paths is not None:
+                row.update(inputs=paths["inputs"], gt=paths["targets"][i], render=paths["renders"][i],
+                           error=paths["errors"][i])
             if video is not None:
                 row["video"] = video
         rows += scene_rows
-    return rows, failures
+    return rows
 
 
 def check_video_config(cfg) -> None:
@@ -143,7 +150,9 @@ def run_evaluation(cfg, dist: DistInfo) -> Optional[dict]:
     dataset = build_eval_dataset(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     lpips = LpipsScorer(dist.device)
-    rows, failures = evaluate_rank(cfg, model, dataset, dist, out_dir, lpips)
+    failures = []
+    rows = evaluate_scenes(cfg, model, dataset, list(range(dist.rank, len(dataset), dist.world_size)), dist.device,
+                           lambda: _autocast(cfg, dist.device), out_dir, lpips, failures)  # this rank's share
     rows, failures = gather(rows, dist), gather(failures, dist)
     if not dist.is_main:
         return None
@@ -192,7 +201,7 @@ def write_outputs(out_dir: Path, header: dict, rows: list[dict], gallery: bool =
     (out_dir / "per_scene.json").write_text(json.dumps([{k: _finite(v) for k, v in s.items()} for s in per_scene],
                                                        indent=1))
     means = {m: _finite(sum(r[m] for r in rows) / len(rows)) if rows else None for m in METRICS}
-    summary = {**header, "images": len(rows), "scenes": len(per_scene), **means}
+    summary = {**header, "images": len(rows), "scenes": len(per_scene), **means, **baseline_summary(rows)}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     if gallery:
         title = f"{header['model']} on {Path(header['scene_list']).parent.name}"

@@ -1,7 +1,8 @@
 """Render held-out scenes and score every target image, beside the two trivial baselines.
 
 Rendering, scoring and writing are separate steps: `render_scenes` yields one record per scene,
-`score_scene` turns it into per-image rows, `summarize` averages rows (per image, as the reference).
+`score_scene` turns it into per-image rows, `baseline_summary` averages the baselines (per image, as
+the reference averages).
 """
 
 from typing import Callable, Iterator, Optional
@@ -73,12 +74,11 @@ def score_scene(record: dict) -> list[dict]:
              **{k: float(v[i]) for k, v in scores.items()}} for i in range(targets.shape[0])]
 
 
-def summarize(rows: list[dict]) -> dict:
-    """Mean of every numeric column over images, and the counts."""
-    keys = [k for k in rows[0] if k.startswith("psnr")] if rows else []
-    out = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
-    out["images"], out["scenes"] = len(rows), len({r["scene"] for r in rows})
-    if rows:
-        out["best_baseline"] = max(out["psnr_nearest_view"], out["psnr_mean_image"])
-        out["margin_db"] = out["psnr"] - out["best_baseline"]
+def baseline_summary(rows: list[dict]) -> dict:
+    """Mean PSNR over images of the two baselines, the better one, and the render's margin over it."""
+    if not rows:
+        return {}
+    out = {k: sum(r[k] for r in rows) / len(rows) for k in ("psnr_nearest_view", "psnr_mean_image")}
+    out["best_baseline"] = max(out.values())
+    out["margin_db"] = sum(r["psnr"] for r in rows) / len(rows) - out["best_baseline"]
     return out

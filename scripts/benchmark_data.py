@@ -24,7 +24,9 @@ from PIL import Image
 
 
 from data import synthetic
-from data.dataset_scene import SceneDataset, collate
+from data.dataset_scene import collate
+from data.factory import build_dataset
+from configs.schema import config_from_dict
 from data.scene_format import read_scene_json, read_scene_list, resolve_path
 from data import process_data
 
@@ -78,9 +80,12 @@ def bench_converter(generated: Path, root: Path, args) -> dict:
 
 
 def bench_loader(list_file: Path, workers: int, args) -> dict:
-    ds = SceneDataset(list_file, image_size=args.image_size, patch_size=8, num_views=args.num_views,
-                      num_input_views=2, num_target_views=args.num_views - 2, square_crop=True,
-                      min_frame_dist=args.num_views, max_frame_dist=args.frames - 1)
+    cfg = config_from_dict({"model": {"image_tokenizer": {"image_size": args.image_size, "patch_size": 8}},
+                            "training": {"num_views": args.num_views, "num_input_views": 2,
+                                         "num_target_views": args.num_views - 2, "square_crop": True,
+                                         "view_selector": {"min_frame_dist": args.num_views,
+                                                           "max_frame_dist": args.frames - 1}}})
+    ds = build_dataset(cfg, list_file)
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=workers,
                                          collate_fn=collate, drop_last=True, persistent_workers=workers > 0,
                                          generator=torch.Generator().manual_seed(0))

@@ -6,47 +6,40 @@
 2. Trains configs/tiny.yaml on them (resumes if stopped; about 7 minutes on 2 CPU cores, 9 at most).
 3. Renders the held-out test scenes at the evaluation index's views and scores them against the two
    trivial baselines (the input view whose camera is nearest, and the mean of the input views),
-   writing OUT/results/metrics.csv, summary.json and index.html.
+   writing OUT/results/per_image.csv, per_scene.csv, summary.json and index.html, through the
+   evaluation pipeline of inference.py (evaluation/protocol.py).
 """
 
 import argparse
 import contextlib
-import csv
 import json
 import time
 from pathlib import Path
 
 
+from configs.schema import config_from_dict, load_config
 from data import synthetic
-from data.dataset_scene import SceneDataset
-from configs.schema import load_config
+from data.factory import build_dataset
+from evaluation.protocol import evaluate_scenes, write_outputs
 from utils.config import to_dict
 from utils.distributed import init_distributed
-from evaluation.scenes import render_scenes, score_scene, summarize
-from utils.gallery import write_gallery
+from utils.metrics import LpipsScorer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def evaluate(cfg, model, test_dir: Path, out: Path, device, autocast) -> dict:
-    tok, t = cfg.model.image_tokenizer, cfg.training
-    dataset = SceneDataset(test_dir / "full_list.txt", image_size=tok.image_size, patch_size=tok.patch_size,
-                           num_views=5, num_input_views=2, num_target_views=3, square_crop=True,
-                           scene_scale_factor=t.scene_scale_factor, eval_index=test_dir / "evaluation_index.json")
-    rows, records = [], []
-    for record in render_scenes(model, dataset, list(range(len(dataset))), 2, device, autocast):
-        rows += score_scene(record)
-        records.append(record)
+def evaluate(cfg, model, test_dir: Path, out: Path, device) -> dict:
+    """The held-out scenes at their evaluation index (2 inputs, 3 targets) through the evaluation
+    pipeline of inference.py: per-image and per-scene tables, summary.json and index.html in `out`."""
+    cfg = config_from_dict(to_dict(cfg), ["training.num_views=5", "training.num_input_views=2",
+                                          "training.num_target_views=3", "training.square_crop=true"])
+    dataset = build_dataset(cfg, test_dir / "full_list.txt", eval_index=test_dir / "evaluation_index.json")
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    summary = {**summarize(rows), "counts": {k: v for k, v in dataset.counts.items() if not k.endswith("names")}}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    write_gallery(out, records, rows, title="Quick start: tiny Efficient-LVSM on held-out synthetic rooms",
-                  header=summary)
-    return summary
+    rows = evaluate_scenes(cfg, model.to(device), dataset, list(range(len(dataset))), device, contextlib.nullcontext,
+                           out, LpipsScorer(device))
+    header = {"model": "Quick start: tiny Efficient-LVSM", "scene_list": str(test_dir / "full_list.txt"),
+              "counts": {k: v for k, v in dataset.counts.items() if not k.endswith("names")}}
+    return write_outputs(out, header, rows)
 
 
 def main(argv=None) -> dict:
@@ -79,13 +72,13 @@ def main(argv=None) -> dict:
     from training.checkpoints import checkpoints
     model = build_model(cfg.model)
     ckpt = load_weights(model, checkpoints(cfg.training.checkpoint_dir)[-1])
-    summary = evaluate(cfg, model, data / "test", out / "results", dist.device, contextlib.nullcontext)
+    summary = evaluate(cfg, model, data / "test", out / "results", dist.device)
     summary.update(step=int(ckpt["step"]), train_seconds_this_run=train_seconds, train_result_step=result["step"])
     (out / "results" / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"\nheld-out PSNR {summary['psnr']:.2f} dB over {summary['images']} images of {summary['scenes']} scenes; "
           f"baselines: nearest input view {summary['psnr_nearest_view']:.2f} dB, mean image "
           f"{summary['psnr_mean_image']:.2f} dB (margin {summary['margin_db']:+.2f} dB)")
-    print(f"results: {out / 'results' / 'summary.json'}, per image: {out / 'results' / 'metrics.csv'}")
+    print(f"results: {out / 'results' / 'summary.json'}, per image: {out / 'results' / 'per_image.csv'}")
     print(f"gallery: {(out / 'results' / 'index.html').resolve()}")
     return summary
 

@@ -13,7 +13,7 @@ def test_quickstart_tiny(tmp_path, capsys):
     assert summary["images"] == 6 and summary["scenes"] == 2 and summary["step"] == 2
     assert summary["counts"] == {"evaluated": 2, "skipped_by_index": 0, "missing_on_disk": 0, "not_in_index": 0}
     results = tmp_path / "results"
-    rows = list(csv.DictReader(open(results / "metrics.csv")))
+    rows = list(csv.DictReader(open(results / "per_image.csv")))
     assert len(rows) == 6 and {"psnr", "psnr_nearest_view", "psnr_mean_image"} <= set(rows[0])
     assert json.loads((results / "summary.json").read_text())["margin_db"] == summary["margin_db"]
     page = (results / "index.html").read_text()

@@ -7,6 +7,7 @@ therefore takes exactly the steps an uninterrupted one would.
 """
 
 import contextlib
+import math
 import signal
 import time
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from data.dataset_scene import collate, split_views
 from data.factory import build_dataset, input_views_for_step
+from evaluation.protocol import evaluate_scenes
 from data.sampler import ResumableSampler
 from model import build_model, load_weights
-from utils.config import to_dict
+from utils.config import ConfigError, to_dict
 from utils.distributed import DistInfo, agree_any, all_reduce_mean, barrier
 from training.losses import RenderLoss
 from training.optim import OptimStep, build_optimizer, build_scheduler
@@ -29,7 +31,6 @@ from training.checkpoints import (code_version, remove_stale_temps, resume_sourc
                                     set_rng_state)
 from training.log import TrainLog, backup_code, progress, start_report
 from training.repa import build_aligner
-from training.setup import evaluate_psnr
 
 
 class Trainee(nn.Module):
@@ -210,7 +211,7 @@ def train(cfg, dist: DistInfo, preset: Optional[dict] = None, max_steps: Optiona
                 last_save = time.time()
             if t.eval_every and (run.step % t.eval_every == 0 or run.step == end or timed_out or interrupted):
                 eval_started = time.time()
-                last["eval_psnr"] = evaluate_psnr(run)
+                last["eval_psnr"] = heldout_psnr(run)
                 run.log.metrics(run.step, {"eval_psnr": last["eval_psnr"],
                                            "train_seconds": eval_started - started - eval_seconds})
                 eval_seconds += time.time() - eval_started
@@ -263,3 +264,20 @@ def log_step(run: Run, out: dict, bar, window: tuple[int, float]) -> dict:
                     refresh=False)
     run.log.metrics(run.step, values, to_wandb=to_wandb)
     return {**values, "logged": True}
+
+
+@torch.no_grad()
+def heldout_psnr(run: Run) -> float:
+    """Mean per-image PSNR on the first eval_max_scenes held-out scenes, through the evaluation
+    pipeline (rank 0; nan elsewhere)."""
+    cfg, t = run.cfg, run.cfg.training
+    value = math.nan
+    if run.dist.is_main:
+        if not t.eval_dataset_path:
+            raise ConfigError("training.eval_every > 0 needs training.eval_dataset_path (a held-out scene list)")
+        dataset = build_dataset(cfg, t.eval_dataset_path, eval_index=t.eval_index_path)
+        rows = evaluate_scenes(cfg, run.model, dataset, list(range(min(len(dataset), t.eval_max_scenes))),
+                               run.dist.device, run.optim.autocast)
+        value = sum(r["psnr"] for r in rows) / max(1, len(rows))
+    barrier(run.dist)
+    return value

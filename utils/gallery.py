@@ -1,6 +1,7 @@
 """An HTML gallery of renders that opens from disk: relative paths, sortable by any metric, paged.
 
-    write_gallery(out_dir, records, rows, title=..., header={...})
+    paths = save_scene_images(out_dir, record)          # per scene
+    write_gallery_page(out_dir, rows, title=..., header={...})  # rows carry their image paths
 
 Each record (evaluation.scenes.render_scenes) has its views saved as PNG under out_dir/images/<scene>/:
 inputs, and per target the ground truth, the render and an error map (absolute difference, x4).
@@ -51,22 +52,6 @@ def save_scene_images(out_dir: Path, record: dict) -> dict:
 def safe_name(name: str) -> str:
     """A scene or image name usable as a file or folder name."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "scene"
-
-
-def write_gallery(out_dir: str | Path, records: list[dict], rows: list[dict], title: str, header: dict) -> Path:
-    """Save every record's images and write out_dir/index.html; rows are per-image metric dicts
-    with "scene" and "target" keys (one per target view)."""
-    out_dir = Path(out_dir)
-    images = {r["scene"]: save_scene_images(out_dir, r) for r in records}
-    entries = []
-    for row in rows:
-        paths = images.get(row["scene"])
-        if paths is None:
-            continue
-        i = row["target"]
-        entries.append({**row, "inputs": paths["inputs"], "gt": paths["targets"][i], "render": paths["renders"][i],
-                        "error": paths["errors"][i]})
-    return write_gallery_page(out_dir, entries, title, header)
 
 
 def write_gallery_page(out_dir: str | Path, entries: list[dict], title: str, header: dict) -> Path:
