@@ -53,24 +53,17 @@ def build_session(args):
     model, cfg, _ = load_model(args.checkpoint, args.config, device)
     if args.checkpoint is None:
         print("warning: no --checkpoint, the model has random weights: renders are noise, costs are real")
-    tok = cfg.model.image_tokenizer
-    scene = load_scene(args.data, args.scene, image_size=tok.image_size, patch_size=tok.patch_size,
-                       max_views=args.max_views, scene_scale_factor=cfg.training.scene_scale_factor,
-                       square_crop=cfg.training.square_crop)
+    scene = load_scene(cfg, args.data, args.scene, max_views=args.max_views)
     session = DemoSession(model, scene, amp=device == "cuda")
     session.set_inputs(sorted({0, scene.num_views // 2}))
     return session
-
-
-def _uint8(image):
-    """[3, h, w] float in [0, 1] -> [h, w, 3] uint8 (what gradio shows)."""
-    return (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8")
 
 
 def build_ui(session, gr, trajectory_frames: int = 60):
     """The gradio Blocks of a DemoSession: candidate gallery, input checkboxes, target, render, cost table."""
     import pandas as pd  # a gradio dependency
 
+    from utils.images import to_uint8
     from utils.metrics import psnr
 
     scene = session.scene
@@ -88,7 +81,7 @@ def build_ui(session, gr, trajectory_frames: int = 60):
                 return None, None, "Pick a candidate view to render.", table()
             view = int(view)
             render, cost = session.render_views([view])
-            truth = _uint8(scene.images[view])
+            truth = to_uint8(scene.images[view])
             note = " (an input view)" if view in session.inputs else " (held out)"
             info = f"view {view}{note}: PSNR {float(psnr(render[0], scene.images[view])):.2f} dB"
         else:
@@ -97,7 +90,7 @@ def build_ui(session, gr, trajectory_frames: int = 60):
             truth, info = None, f"path point {k} of {trajectory_frames}"
         info += (f"; inputs {session.inputs}; render {cost.wall_ms:.1f} ms ({cost.mode}), "
                  f"cache {cost.cache_bytes / 2**20:.2f} MiB")
-        return _uint8(render[0]), truth, info, table()
+        return to_uint8(render[0]), truth, info, table()
 
     def set_inputs(selected, target_kind, view, t):
         session.set_inputs(sorted(int(i) for i in selected))
@@ -105,7 +98,7 @@ def build_ui(session, gr, trajectory_frames: int = 60):
 
     with gr.Blocks(title="Efficient-LVSM incremental demo") as demo:
         gr.Markdown(f"## Scene `{scene.name}`: {scene.num_views} candidate views, model mode **{session.mode}**")
-        gr.Gallery(value=[(_uint8(img), lab) for img, lab in zip(scene.images, labels)], label="candidate views",
+        gr.Gallery(value=[(to_uint8(img), lab) for img, lab in zip(scene.images, labels)], label="candidate views",
                    columns=8, height="auto")
         inputs = gr.CheckboxGroup(choices=[(lab, i) for i, lab in enumerate(labels)], value=list(session.inputs),
                                   label="input views (tick to add: encodes that view only; untick to remove)")

@@ -1,20 +1,20 @@
 """The incremental demo's logic (no UI): a scene of candidate views, the chosen inputs, a SceneCache.
 
     model, cfg, _ = load_model("ckpt.pt")                   # evaluation.checkpoint; config from the checkpoint
-    scene = load_scene("data/test/full_list.txt", "rooms_00000", image_size=256, patch_size=8)
+    scene = load_scene(cfg, "data/test/full_list.txt", "rooms_00000")
     session = DemoSession(model, scene)
     session.add_view(0); session.add_view(5)                # each: the encoder on that view only
     images, cost = session.render_views([3])                # renders from the cache
     session.remove_view(0)                                  # drops its keys/values from the cache
 
 Every step returns a StepCost (wall time, with a CUDA synchronize on GPU, and cache bytes) and is
-kept in `session.history`. LVSM models have no encode/render: adding and removing only edit the
-input list, and each render re-encodes all current inputs (mode "recompute").
+kept in `session.history`. LVSM models cache nothing per view (`model.incremental` is false):
+adding and removing only edit the input list, and each render encodes all current inputs again
+(mode "recompute").
 Poses are normalized once over all candidate views together, so adding views never moves the frame.
 """
 
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,9 +23,11 @@ import numpy as np
 import torch
 
 from data.dataset_scene import SceneDataset
+from data.factory import build_dataset
 from data.scene_format import read_scene_json, read_scene_list
 from model import SceneCache
 from utils.geometry import interpolate_trajectory
+from utils.precision import autocast
 
 
 @dataclass
@@ -87,7 +89,7 @@ class DemoSession:
     def __init__(self, model: torch.nn.Module, scene: SceneViews, amp: bool = False):
         self.model, self.scene = model.eval(), scene
         self.device = _device(model)
-        self.incremental = callable(getattr(model, "encode", None)) and callable(getattr(model, "render", None))
+        self.incremental = model.incremental  # Efficient-LVSM: per-view keys and values can be cached
         self.mode = "incremental" if self.incremental else "recompute"
         self.amp = amp and self.device.type == "cuda"
         self.inputs: list[int] = []  # candidate view ids, in cache order
@@ -100,7 +102,7 @@ class DemoSession:
         return tuple(self.scene.images.shape[-2:])
 
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
+        return autocast(self.device, "bf16", self.amp)
 
     def _views(self, ids: list[int]):
         """Candidate views as model inputs: images [1, v, 3, h, w], c2w [1, v, 4, 4], fxfycxcy [1, v, 4]."""
@@ -164,9 +166,9 @@ class DemoSession:
         if self.incremental:
             def step():
                 return self.model.render(self.cache, *targets)
-        else:
+        else:  # every render encodes all current inputs again
             def step():
-                return self.model(*self._views(self.inputs), *targets)
+                return self.model.render(self.model.encode(*self._views(self.inputs)), *targets)
         with self._autocast():
             images, wall_ms = _timed(step, self.device)  # [1, v_t, 3, h, w]
         return images[0].float().cpu(), self._record("render", None, wall_ms, c2w.shape[0])
@@ -203,14 +205,16 @@ def find_scene(list_file: str | Path, scene: str | int) -> tuple[int, Path]:
     return names.index(scene), paths[names.index(scene)]
 
 
-def load_scene(list_file: str | Path, scene: str | int, *, image_size: int, patch_size: int,
-               frames: Optional[list[int]] = None, max_views: Optional[int] = None,
-               scene_scale_factor: float = 1.35, square_crop: bool = True) -> SceneViews:
-    """Views of one scene of a scene list, loaded and normalized as the dataset does, over all of
-    them together. frames: which frames (default: all, or max_views spread evenly over the scene)."""
+def load_scene(cfg, list_file: str | Path, scene: str | int, *, frames: Optional[list[int]] = None,
+               max_views: Optional[int] = None) -> SceneViews:
+    """Views of one scene of a scene list, loaded as the dataset that `cfg` describes loads them
+    (image size, crop, pose normalization), the poses normalized over all of them together.
+    frames: which frames (default: all, or max_views spread evenly over the scene)."""
     idx, path = find_scene(list_file, scene)
-    dataset = SceneDataset(list_file, image_size=image_size, patch_size=patch_size, square_crop=square_crop,
-                           scene_scale_factor=scene_scale_factor)
+    dataset = build_dataset(cfg, list_file)
+    if not isinstance(dataset, SceneDataset):
+        raise ValueError(f"training.dataset_name={cfg.training.dataset_name!r}: the demo and the pose check read "
+                         "scene lists (training.dataset_name: scene)")
     data = read_scene_json(path)
     if frames is None:
         n = len(data["frames"])

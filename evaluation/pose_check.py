@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from utils.images import to_uint8
 from utils.metrics import psnr
 
 # A sweep whose frames all stay within one 8-bit grey level (mean |frame - unperturbed render|)
@@ -228,9 +229,8 @@ def save_grid(rows: list[torch.Tensor], path: str | Path, pad: int = 2) -> Path:
         for j, image in enumerate(row):
             top, left = pad + i * (h + pad), pad + j * (w + pad)
             canvas[:, top:top + h, left:left + w] = image.float().clamp(0, 1)
-    array = (canvas.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
     path = Path(path)
-    Image.fromarray(array).save(path)
+    Image.fromarray(to_uint8(canvas)).save(path)
     return path
 
 

@@ -24,9 +24,10 @@ from utils.distributed import DistInfo
 from evaluation.scenes import RESIZE_TO, baseline_summary, render_scenes, resize_record, score_scene
 from utils.gallery import safe_name, save_scene_images, write_gallery_page
 from utils.metrics import LpipsScorer, ssim
-from training.optim import AMP_DTYPES
-from training.checkpoints import checkpoints
-from utils.video import TRAJECTORIES, reference_video_cameras, render_cameras, trajectory_cameras, write_video
+from utils.precision import autocast
+from model.checkpoint import checkpoints
+from model.render import render_cameras
+from utils.video import TRAJECTORIES, reference_video_cameras, trajectory_cameras, write_video
 
 METRICS = ("psnr", "ssim", "lpips")
 
@@ -56,9 +57,7 @@ def build_eval_dataset(cfg) -> SceneDataset:
 
 
 def _autocast(cfg, device: torch.device):
-    if device.type != "cuda" or not cfg.training.use_amp:
-        return torch.autocast("cpu", enabled=False)
-    return torch.autocast("cuda", dtype=AMP_DTYPES[cfg.training.amp_dtype])
+    return autocast(device, cfg.training.amp_dtype, cfg.training.use_amp)
 
 
 def evaluate_scenes(cfg, model, dataset, indices: list[int], device: torch.device, autocast,

@@ -10,6 +10,7 @@ from typing import Callable, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
+from model.render import render_scene
 from utils.metrics import mean_image_baseline, nearest_view_baseline, psnr
 
 
@@ -20,7 +21,7 @@ def render_scenes(model: torch.nn.Module, dataset, indices: list[int], num_input
     """For each dataset index: its scene name, frame indices and the input, target and rendered
     views ([v, 3, h, w] on the CPU, float32). The first num_input_views views of a sample are inputs.
     A sample that raises one of `errors` is passed to on_error((scene, reason)) and skipped. With
-    `incremental`, Efficient-LVSM encodes the inputs one view at a time into its scene cache."""
+    `incremental`, the inputs enter the model's cache one view at a time."""
     was_training = model.training
     model.eval()
     try:
@@ -32,16 +33,9 @@ def render_scenes(model: torch.nn.Module, dataset, indices: list[int], num_input
                 continue
             views = {k: sample[k][None].to(device) for k in ("image", "c2w", "fxfycxcy")}  # [1, v, ...]
             v_in = num_input_views
-            with autocast():
-                if incremental and hasattr(model, "encode"):  # one input view at a time into the cache
-                    cache = None
-                    for i in range(v_in):
-                        cache = model.encode(views["image"][:, i:i + 1], views["c2w"][:, i:i + 1],
-                                             views["fxfycxcy"][:, i:i + 1], cache=cache)
-                    render = model.render(cache, views["c2w"][:, v_in:], views["fxfycxcy"][:, v_in:])
-                else:
-                    render = model(views["image"][:, :v_in], views["c2w"][:, :v_in], views["fxfycxcy"][:, :v_in],
-                                   views["c2w"][:, v_in:], views["fxfycxcy"][:, v_in:])
+            render = render_scene(model, views["image"][:, :v_in], views["c2w"][:, :v_in], views["fxfycxcy"][:, :v_in],
+                                  views["c2w"][:, v_in:], views["fxfycxcy"][:, v_in:], autocast=autocast,
+                                  one_view_at_a_time=incremental)  # [1, v_t, 3, h, w]
             yield {"scene": sample["scene_name"], "frames": sample["index"][:, 0].tolist(),
                    "inputs": sample["image"][:v_in], "targets": sample["image"][v_in:],
                    "render": render[0].float().cpu(), "c2w": sample["c2w"], "fxfycxcy": sample["fxfycxcy"]}

@@ -93,3 +93,61 @@ class SceneCache:
         """Bytes of the live keys and values."""
         return sum(k.element_size() * k[:, :, :self.num_views * self.tokens_per_view].numel() * 2
                    for k in self.keys)
+
+
+@dataclass
+class InputViews:
+    """The input views an LVSM baseline holds, with SceneCache's surface (`view_ids`, `num_views`,
+    `remove`, `reserve`, `nbytes`). LVSM's input tokens are encoded jointly with the targets'
+    (decoder-only) or with each other (encoder-decoder), so there is nothing per view to cache:
+    its `render` recomputes everything from these views."""
+    images: torch.Tensor  # [b, v, 3, h, w]
+    c2w: torch.Tensor  # [b, v, 4, 4]
+    fxfycxcy: torch.Tensor  # [b, v, 4]
+    view_ids: list[int] = field(default_factory=list)
+    next_id: int = 0
+
+    @property
+    def num_views(self) -> int:
+        return len(self.view_ids)
+
+    @property
+    def batch_size(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.images.shape[-2:])
+
+    @classmethod
+    def of(cls, images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor) -> "InputViews":
+        v = images.shape[1]
+        return cls(images, c2w, fxfycxcy, list(range(v)), v)
+
+    def append(self, images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor) -> list[int]:
+        """Add views [b, v_new, ...]; returns their ids."""
+        if tuple(images.shape[-2:]) != self.image_size or images.shape[0] != self.batch_size:
+            raise ValueError(f"new views {list(images.shape)} do not match the held views {list(self.images.shape)}")
+        self.images = torch.cat([self.images, images], dim=1)
+        self.c2w, self.fxfycxcy = torch.cat([self.c2w, c2w], dim=1), torch.cat([self.fxfycxcy, fxfycxcy], dim=1)
+        ids = list(range(self.next_id, self.next_id + images.shape[1]))
+        self.view_ids += ids
+        self.next_id += images.shape[1]
+        return ids
+
+    def remove(self, view_id: int) -> "InputViews":
+        """Drop the view with this id; later views keep their order."""
+        if view_id not in self.view_ids:
+            raise KeyError(f"view id {view_id} is not held (held: {self.view_ids})")
+        pos = self.view_ids.index(view_id)
+        keep = [i for i in range(self.num_views) if i != pos]
+        self.images, self.c2w, self.fxfycxcy = (x[:, keep] for x in (self.images, self.c2w, self.fxfycxcy))
+        self.view_ids.pop(pos)
+        return self
+
+    def reserve(self, num_views: int) -> None:
+        """Nothing to reserve: views are concatenated when added."""
+
+    def nbytes(self) -> int:
+        """Bytes of cached keys and values: none (the views themselves are inputs, not a cache)."""
+        return 0

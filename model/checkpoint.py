@@ -6,18 +6,29 @@ or unexpected key, or a shape that differs, is an error that lists the keys. A f
 read is an error naming it: never a silent fallback to random weights.
 """
 
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+# The trainer's checkpoint files: ckpt_<step, 8 digits>.pt (training/checkpoints.py writes them).
+NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
 STRIPPED_PREFIXES = ("_orig_mod.", "module.")
 IGNORED_PREFIXES = ("loss_computer.",)
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model."""
+
+
+def checkpoints(folder: str | Path) -> list[Path]:
+    """The trainer's checkpoint files in `folder`, oldest step first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if NAME.match(p.name)), key=lambda p: p.name)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from model.tokens import (PLUCKER_CHANNELS, RGB_PLUCKER_CHANNELS, check_views, p
 
 
 class EfficientLVSM(nn.Module):
+    incremental = True  # encode a new view into the SceneCache; old views are never recomputed
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         t = cfg.transformer

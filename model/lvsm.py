@@ -6,10 +6,13 @@ tokens are decoded to pixels. Encoder-decoder: learned latent tokens attend join
 tokens (encoder); each target's tokens then attend jointly with those latents (decoder).
 """
 
+from typing import Optional
+
 import torch
 import torch.nn as nn
 from einops import rearrange, repeat
 
+from model.cache import InputViews
 from model.blocks import TransformerBlock, call_block, depth_init_std, init_linear, layer_norm
 from model.config import ModelConfig
 from model.tokens import (PLUCKER_CHANNELS, RGB_PLUCKER_CHANNELS, check_views, patch_size_of,
@@ -30,7 +33,10 @@ def _blocks(cfg: ModelConfig, n_layer: int) -> nn.ModuleList:
 
 
 class _LVSMBase(nn.Module):
-    """Tokenizers and head shared by both variants (reference key names)."""
+    """Tokenizers and head shared by both variants (reference key names), and the `encode` /
+    `render` calls every model answers: `encode` holds the input views, `render` recomputes."""
+
+    incremental = False  # a new input view changes every token: nothing per view can be cached
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -41,6 +47,21 @@ class _LVSMBase(nn.Module):
         self.target_pose_tokenizer = patch_tokenizer(PLUCKER_CHANNELS, self.patch, d)
         self.image_token_decoder = pixel_head(d, self.patch, norm_affine=True)
         self.grad_checkpoint_every = 0  # set by the trainer: see model.blocks.call_block
+
+    def encode(self, images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor,
+               cache: Optional[InputViews] = None) -> InputViews:
+        """Hold input views images [b, v, 3, h, w], c2w [b, v, 4, 4], fxfycxcy [b, v, 4] (added to `cache`)."""
+        check_views(images, c2w, fxfycxcy, self.patch, "input")
+        if cache is None:
+            return InputViews.of(images, c2w, fxfycxcy)
+        cache.append(images, c2w, fxfycxcy)
+        return cache
+
+    def render(self, cache: InputViews, c2w: torch.Tensor, fxfycxcy: torch.Tensor) -> torch.Tensor:
+        """Render target cameras [b, v_t, ...] from the held views: the full forward, recomputed."""
+        if cache.num_views == 0:
+            raise ValueError("no input views are held: encode at least one before rendering")
+        return self(cache.images, cache.c2w, cache.fxfycxcy, c2w, fxfycxcy)
 
     def tokenize(self, images, c2w, fxfycxcy, target_c2w, target_fxfycxcy):
         """-> input tokens [b, v_in*n, d], target tokens [b*v_t, n, d], (b, h, w)."""

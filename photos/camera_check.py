@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from utils.images import to_uint8
 from utils.geometry import fxfycxcy_to_K, invert_pose, project_points
 
 COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -131,8 +132,7 @@ def project_ray(c2w_a: torch.Tensor, k_a: torch.Tensor, c2w_b: torch.Tensor, k_b
 
 
 def _panel(image: torch.Tensor, scale: int, label: str) -> Image.Image:
-    array = (image.float().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-    panel = Image.fromarray(array).resize((image.shape[-1] * scale, image.shape[-2] * scale), Image.NEAREST)
+    panel = Image.fromarray(to_uint8(image)).resize((image.shape[-1] * scale, image.shape[-2] * scale), Image.NEAREST)
     ImageDraw.Draw(panel).text((3, 2), label, fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
     return panel
 

@@ -27,6 +27,8 @@ from utils.geometry import normalize_scene_poses
 from utils.gallery import safe_name, save_png
 from utils.metrics import psnr
 from evaluation.checkpoint import load_model
+from model.render import render_scene
+from utils.precision import autocast
 from utils.video import trajectory_cameras
 from utils.video import write_video as video_file
 
@@ -165,17 +167,11 @@ def resolution_warnings(trained: int, trained_square: bool, image_size: int, hw:
 def render_views(model, inputs: Prepared, c2w: torch.Tensor, target_c2w: torch.Tensor,
                  target_k: torch.Tensor, chunk: int, device: torch.device) -> torch.Tensor:
     """Render target cameras [v_t, 4, 4], [v_t, 4] from the prepared inputs with normalized poses
-    c2w [v_in, 4, 4]. Inputs are encoded once where the model can (Efficient-LVSM). -> [v_t, 3, h, w]."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # bf16 on GPU (GUIDE)
+    c2w [v_in, 4, 4]. Inputs are encoded once, targets rendered `chunk` at a time. -> [v_t, 3, h, w]."""
     views = [x[None].to(device) for x in (inputs.images, c2w, inputs.fxfycxcy)]  # [1, v_in, ...]
-    out = []
-    with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-        cache = model.encode(*views) if hasattr(model, "encode") else None
-        for s in range(0, len(target_c2w), chunk):
-            t = [x[None, s:s + chunk].to(device) for x in (target_c2w, target_k)]  # [1, chunk, ...]
-            pred = model.render(cache, *t) if cache is not None else model(*views, *t)
-            out.append(pred[0].float().clamp(0, 1).cpu())  # [chunk, 3, h, w]
-    return torch.cat(out)
+    targets = [x[None].to(device) for x in (target_c2w, target_k)]  # [1, v_t, ...]
+    out = render_scene(model, *views, *targets, chunk=chunk, autocast=lambda: autocast(device, "bf16"))  # bf16 on GPU
+    return out[0].clamp(0, 1).cpu()
 
 
 # ----------------------------------------------------------------------------- writing

@@ -21,6 +21,7 @@ import torch
 
 from model import build_model
 from configs.schema import config_from_dict
+from utils.precision import autocast
 
 SIZES = {  # model widths/depths, full-render settings (resolution, inputs, targets), incremental N, train res
     "paper": {"d": 768, "layers": 12, "full": [(256, 2, 1), (256, 2, 6), (512, 2, 1), (512, 2, 6)],
@@ -106,18 +107,14 @@ def bench_incremental(name, size, args, device, dtype) -> list[dict]:
         images, c2w, k = views(1, n + 1 + v_t, res, device)
         images = images.to(dtype)
         tc2w, tk = c2w[:, n + 1:], k[:, n + 1:]
-        if hasattr(model, "encode"):
-            cache = model.encode(images[:, :n], c2w[:, :n], k[:, :n])
-            cache.reserve(n + 1)
+        cache = model.encode(images[:, :n], c2w[:, :n], k[:, :n])
+        cache.reserve(n + 1)
 
-            def fn():
-                model.encode(images[:, n:n + 1], c2w[:, n:n + 1], k[:, n:n + 1], cache=cache)
-                out = model.render(cache, tc2w, tk)
-                cache.remove(cache.view_ids[-1])  # back to n views for the next run
-                return out
-        else:
-            def fn():  # LVSM: every input view and target recomputed
-                return model(images[:, :n + 1], c2w[:, :n + 1], k[:, :n + 1], tc2w, tk)
+        def fn():  # Efficient-LVSM encodes the new view only; LVSM's render recomputes every view
+            model.encode(images[:, n:n + 1], c2w[:, n:n + 1], k[:, n:n + 1], cache=cache)
+            out = model.render(cache, tc2w, tk)
+            cache.remove(cache.view_ids[-1])  # back to n views for the next run
+            return out
         # The cache's encode/render run eagerly (--compile applies to forward only).
         rows.append(measure("incremental", name, f"N={n} +1 view, {v_t} targets @{res}px", fn, args, device))
     return rows
@@ -129,7 +126,7 @@ def bench_train(name, size, args, device) -> list[dict]:
     model = torch.compile(model) if args.compile else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     images, c2w, k = views(b, v_in + v_t, res, device)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    amp = autocast(device, "bf16")  # bf16 on GPU, fp32 on CPU
 
     def fn():
         with amp:

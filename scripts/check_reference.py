@@ -48,6 +48,7 @@ def check_model_file(path: Path, data: dict, device: str = "cpu", dtype: str = "
             ray_o, ray_d = compute_rays(c2w[:, sl], fxfycxcy[:, sl], h, w)
             errors[f"rays/{part}"] = max(_max_err(ray_o.cpu(), data["ray_o"][part]),
                                          _max_err(ray_d.cpu(), data["ray_d"][part]))
+    # Not utils.precision.autocast: this check runs bf16 on the CPU too, on purpose (bf16 numerics anywhere).
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=dtype == "bf16")
     with torch.no_grad(), autocast:
         errors["render"] = _max_err(model(*inputs, *targets).cpu(), data["render"])

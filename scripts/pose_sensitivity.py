@@ -50,9 +50,7 @@ def main(argv=None) -> dict:
     if frames is None:  # the first and the middle frame, as the synthetic evaluation index spaces its context
         num_frames = len(read_scene_json(find_scene(args.data, args.scene)[1])["frames"])
         frames = sorted({0, num_frames // 2})
-    tok = cfg.model.image_tokenizer
-    scene = load_scene(args.data, args.scene, image_size=tok.image_size, patch_size=tok.patch_size, frames=frames,
-                       scene_scale_factor=cfg.training.scene_scale_factor, square_crop=cfg.training.square_crop)
+    scene = load_scene(cfg, args.data, args.scene, frames=frames)
     report, pictures = run_pose_check(model, scene.images, scene.c2w, scene.fxfycxcy, sweep_view=args.sweep_view,
                                       steps=args.steps, max_angle_deg=args.max_angle_deg, max_shift=args.max_shift,
                                       static_tol=args.static_tol, smooth_factor=args.smooth_factor,

@@ -69,7 +69,7 @@ def main(argv=None) -> dict:
 
     # Evaluate the final weights: the newest checkpoint, read back as a user would.
     from model import build_model, load_weights
-    from training.checkpoints import checkpoints
+    from model.checkpoint import checkpoints
     model = build_model(cfg.model)
     ckpt = load_weights(model, checkpoints(cfg.training.checkpoint_dir)[-1])
     summary = evaluate(cfg, model, data / "test", out / "results", dist.device)

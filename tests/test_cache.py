@@ -88,3 +88,36 @@ def test_cache_errors(model):
         cache.remove(0)
         with pytest.raises(ValueError, match="holds no input views"):
             model.render(cache, c2w[:, 2:], fx[:, 2:])
+
+
+@pytest.mark.parametrize("name", ["lvsm_decoder_only", "lvsm_encoder_decoder"])
+def test_lvsm_answers_encode_and_render_like_its_forward(name):
+    """The baselines hold their input views and recompute: the same calls, the same images."""
+    model = build_model(tiny_config(name).model).eval()
+    images, c2w, fx = random_views(2, 6, seed=4)
+    inputs, targets = (images[:, :4], c2w[:, :4], fx[:, :4]), (c2w[:, 4:], fx[:, 4:])
+    with torch.no_grad():
+        full = model(*inputs, *targets)
+        cache = None
+        for k in range(4):  # one view at a time, as the incremental path adds them
+            cache = model.encode(*(x[:, k:k + 1] for x in inputs), cache=cache)
+        assert cache.view_ids == [0, 1, 2, 3] and cache.nbytes() == 0 and not model.incremental
+        assert torch.equal(model.render(cache, *targets), full)
+        cache.remove(1)
+        kept = [0, 2, 3]
+        assert torch.equal(model.render(cache, *targets), model(*(x[:, kept] for x in inputs), *targets))
+        with pytest.raises(KeyError, match="view id 1"):
+            cache.remove(1)
+
+
+@pytest.mark.parametrize("name", ["efficient_lvsm", "lvsm_decoder_only"])
+def test_render_scene_in_chunks_equals_one_call(name):
+    from model.render import render_scene
+    model = build_model(tiny_config(name).model).eval()
+    images, c2w, fx = random_views(1, 7, seed=5)
+    with torch.no_grad():
+        full = model(images[:, :2], c2w[:, :2], fx[:, :2], c2w[:, 2:], fx[:, 2:])
+        chunked = render_scene(model, images[:, :2], c2w[:, :2], fx[:, :2], c2w[:, 2:], fx[:, 2:], chunk=2,
+                               one_view_at_a_time=True)
+    assert chunked.shape == full.shape and chunked.dtype == torch.float32
+    assert (chunked - full).abs().max() < TOL

@@ -13,6 +13,10 @@ from model import build_model
 from tests.conftest import random_views, tiny_config
 from demo.session import DemoSession, SceneViews, load_scene
 from utils.geometry import invert_pose, normalize_scene_poses
+from configs.schema import config_from_dict
+
+# The scene loader reads the image size, crop and pose scale from a config (32 px, defaults otherwise).
+CFG32 = config_from_dict({"model": {"image_tokenizer": {"image_size": 32, "patch_size": 8}}})
 
 TOL = 1e-5
 
@@ -102,15 +106,15 @@ def test_scene_views_checks_shapes():
 def test_load_scene_normalizes_all_candidates_together(tmp_path):
     synthetic.generate(tmp_path, "rooms", 1, 0, frames=8, size=32, seed=0)
     list_file = tmp_path / "train" / "full_list.txt"
-    scene = load_scene(list_file, "rooms_00000", image_size=32, patch_size=8, max_views=4)
+    scene = load_scene(CFG32, list_file, "rooms_00000", max_views=4)
     assert scene.frames == [0, 2, 5, 7] and scene.images.shape == (4, 3, 32, 32)
     raw = json.loads((tmp_path / "train" / "metadata" / "rooms_00000.json").read_text())
     w2c = torch.tensor([raw["frames"][i]["w2c"] for i in scene.frames], dtype=torch.float64)
     assert torch.allclose(scene.c2w, normalize_scene_poses(invert_pose(w2c)).float(), atol=1e-5)
-    by_index = load_scene(list_file, "0", image_size=32, patch_size=8, frames=[0, 2, 5, 7])
+    by_index = load_scene(CFG32, list_file, "0", frames=[0, 2, 5, 7])
     assert torch.equal(by_index.c2w, scene.c2w)
     with pytest.raises(ValueError, match="'nope' is not in"):
-        load_scene(list_file, "nope", image_size=32, patch_size=8)
+        load_scene(CFG32, list_file, "nope")
     session = DemoSession(tiny("efficient_lvsm"), scene)
     session.set_inputs([0, 3])
     images, _ = session.render_views([1])

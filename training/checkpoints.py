@@ -10,7 +10,6 @@ any moment leaves either the old set of files or the new one, never a half-writt
 import functools
 import os
 import random
-import re
 import subprocess
 import warnings
 from pathlib import Path
@@ -19,10 +18,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from model.checkpoint import CheckpointError, read_checkpoint
+from model.checkpoint import CheckpointError, checkpoints, read_checkpoint
 from utils.config import ConfigError
 
-NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
 REQUIRED = ("model", "optimizer", "scheduler", "optim_step", "step")
 
 
@@ -56,14 +54,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def checkpoints(folder: str | Path) -> list[Path]:
-    """Checkpoint files in `folder`, oldest step first."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted((p for p in folder.iterdir() if NAME.match(p.name)), key=lambda p: p.name)
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:

@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from configs.schema import inert_key_warnings
+from utils.images import to_uint8
 from utils.config import to_dict
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -120,8 +121,7 @@ def image_grid(inputs: torch.Tensor, targets: torch.Tensor, renders: torch.Tenso
         views = views.detach().float().clamp(0, 1).cpu()
         pad = torch.zeros(v - views.shape[0], *views.shape[1:])
         rows.append(torch.cat([views, pad]))
-    grid = rearrange(torch.stack(rows), "r v c h w -> (r h) (v w) c")
-    return (grid.numpy() * 255 + 0.5).astype(np.uint8)
+    return to_uint8(rearrange(torch.stack(rows), "r v c h w -> c (r h) (v w)"))
 
 
 BACKUP_SUFFIXES = (".py", ".yaml", ".sh", ".bash", ".json")  # the reference's setup.py list

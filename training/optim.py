@@ -6,15 +6,14 @@ allowed_gradnorm_factor (the reference's guard against spikes), is skipped on ev
 gradients cleared, and counted. Its state (scaler, counters) goes into the checkpoint.
 """
 
-import contextlib
 import math
 
 import torch
 import torch.nn as nn
 
 from utils.distributed import DistInfo, agree_any
+from utils.precision import AMP_DTYPES, autocast
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 SCHEDULES = ("constant", "cosine", "linear")  # the reference: transformers' *_schedule_with_warmup
 
 
@@ -67,16 +66,14 @@ class OptimStep:
         if t.amp_dtype not in AMP_DTYPES:
             raise ValueError(f"training.amp_dtype: {t.amp_dtype!r} is not one of {list(AMP_DTYPES)}")
         self.enabled = bool(t.use_amp) and device.type == "cuda"  # fp32 on CPU: same code path
-        self.dtype = AMP_DTYPES[t.amp_dtype]
+        self.dtype, self.amp_dtype = AMP_DTYPES[t.amp_dtype], t.amp_dtype
         self.device, self.dist, self.params, self.optimizer = device, dist, params, optimizer
         self.clip, self.limit = t.grad_clip_norm, t.grad_clip_norm * t.allowed_gradnorm_factor
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.enabled and self.dtype == torch.float16)
         self.counts = {"applied": 0, "skipped_nonfinite": 0, "skipped_spike": 0}
 
     def autocast(self):
-        if not self.enabled:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return autocast(self.device, self.amp_dtype, self.enabled)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()

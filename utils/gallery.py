@@ -13,9 +13,10 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
+
+from utils.images import to_uint8
 
 PAGE_SIZE = 50
 ERROR_GAIN = 4.0  # error maps show |render - target| x 4: small errors stay visible
@@ -24,8 +25,7 @@ ERROR_GAIN = 4.0  # error maps show |render - target| x 4: small errors stay vis
 def save_png(image, path: Path) -> None:
     """[3, h, w] tensor in [0, 1] or a PIL image -> PNG, written whole then renamed into place."""
     if isinstance(image, torch.Tensor):
-        array = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-        image = Image.fromarray(array)
+        image = Image.fromarray(to_uint8(image))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     image.save(tmp, format="PNG")

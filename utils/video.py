@@ -1,23 +1,21 @@
-"""Videos of one scene along a camera path: the path's cameras, the frames rendered there, the file
-(mp4, or GIF).
+"""Videos of one scene along a camera path: the path's cameras and the file (mp4, or GIF); the
+frames are rendered by model/render.py (`render_cameras`, `render_trajectory`).
 
 Two meanings of a frame count: `trajectory_cameras` spreads `num_frames` in all over the path (own
 photos); `reference_video_cameras` is the reference evaluation's render_video, where
 `inference.render_video_config.num_frames` counts the frames of each transition between two cameras.
 
-Rendering is separate from writing so the evaluator can render on the GPU and write on the host.
 mp4 needs an ffmpeg backend for imageio (the imageio-ffmpeg package, which ships its own ffmpeg
 binary); without one the frames are written as an animated GIF with the same stem, so a video is
 always produced.
 """
 
-import contextlib
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from utils import images
 from utils.geometry import interpolate_trajectory, spiral_trajectory
 
 TRAJECTORIES = ("interpolate", "spiral")
@@ -76,62 +74,11 @@ def trajectory_cameras(c2w: torch.Tensor, fxfycxcy: torch.Tensor, num_frames: in
     raise ValueError(f"traj_type='{traj_type}' is not a known trajectory; known: {', '.join(TRAJECTORIES)}")
 
 
-def render_trajectory(model: torch.nn.Module, images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor,
-                      num_frames: int, traj_type: str = "interpolate", loop: bool = True, batch: int = 8,
-                      autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-                      ) -> torch.Tensor:
-    """Render one scene along `trajectory_cameras(c2w, fxfycxcy, num_frames, traj_type, loop)`
-    (num_frames in all); arguments and result as `render_cameras`."""
-    path_c2w, path_k = trajectory_cameras(c2w, fxfycxcy, num_frames, traj_type, loop)  # [f, 4, 4], [f, 4]
-    return render_cameras(model, images, c2w, fxfycxcy, path_c2w, path_k, batch=batch, autocast=autocast)
-
-
-def _check_scene(images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor) -> None:
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be [v_in, 3, h, w] for one scene, got {list(images.shape)}")
-    v_in = images.shape[0]
-    if tuple(c2w.shape) != (v_in, 4, 4) or tuple(fxfycxcy.shape) != (v_in, 4):
-        raise ValueError(f"c2w {list(c2w.shape)} and fxfycxcy {list(fxfycxcy.shape)} must be "
-                         f"[{v_in}, 4, 4] and [{v_in}, 4] to match images {list(images.shape)}")
-
-
-@torch.no_grad()
-def render_cameras(model: torch.nn.Module, images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tensor,
-                   path_c2w: torch.Tensor, path_k: torch.Tensor, batch: int = 8,
-                   autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-                   ) -> torch.Tensor:
-    """Render one scene at the cameras path_c2w [f, 4, 4], path_k [f, 4].
-
-    images [v_in, 3, h, w] in [0, 1], c2w [v_in, 4, 4] (OpenCV), fxfycxcy [v_in, 4] in pixels, all on
-    the model's device (no batch axis: one scene). Frames are rendered `batch` target views at a time
-    under `autocast()`. A model with `encode`/`render` (Efficient-LVSM) encodes the inputs once and
-    renders every chunk from that cache. The model should be in eval mode.
-    Returns frames [f, 3, h, w], float32 on the CPU.
-    """
-    _check_scene(images, c2w, fxfycxcy)
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
-    path_c2w, path_k = path_c2w.to(c2w), path_k.to(fxfycxcy)
-    cached = hasattr(model, "encode") and hasattr(model, "render")
-    frames = []
-    with autocast():
-        cache = model.encode(images[None], c2w[None], fxfycxcy[None]) if cached else None
-        for start in range(0, path_c2w.shape[0], batch):
-            tc2w, tk = path_c2w[start:start + batch], path_k[start:start + batch]  # [chunk, 4, 4], [chunk, 4]
-            if cached:
-                out = model.render(cache, tc2w[None], tk[None])  # [1, chunk, 3, h, w]
-            else:
-                out = model(images[None], c2w[None], fxfycxcy[None], tc2w[None], tk[None])  # [1, chunk, 3, h, w]
-            frames.append(out[0].float().cpu())
-    return torch.cat(frames)  # [f, 3, h, w]
-
-
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
     """frames [f, 3, h, w] in [0, 1] -> [f, h, w, 3] uint8 (clamped, rounded)."""
     if frames.ndim != 4 or frames.shape[1] != 3:
         raise ValueError(f"frames must be [f, 3, h, w], got {list(frames.shape)}")
-    x = (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+    return images.to_uint8(frames)
 
 
 def ffmpeg_unavailable_reason() -> str | None:
