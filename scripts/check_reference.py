@@ -20,6 +20,7 @@ import torch
 from model import SceneCache, build_model, load_weights, read_checkpoint
 from configs.schema import config_from_dict
 from utils.geometry import compute_rays, normalize_scene_poses
+from utils.precision import autocast
 
 TOLERANCE = {"fp32": 1e-4, "bf16": 1e-2}
 
@@ -48,9 +49,8 @@ def check_model_file(path: Path, data: dict, device: str = "cpu", dtype: str = "
             ray_o, ray_d = compute_rays(c2w[:, sl], fxfycxcy[:, sl], h, w)
             errors[f"rays/{part}"] = max(_max_err(ray_o.cpu(), data["ray_o"][part]),
                                          _max_err(ray_d.cpu(), data["ray_d"][part]))
-    # Not utils.precision.autocast: this check runs bf16 on the CPU too, on purpose (bf16 numerics anywhere).
-    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=dtype == "bf16")
-    with torch.no_grad(), autocast:
+    # on_cpu: this check runs bf16 on the CPU too, on purpose (bf16 numerics on any machine).
+    with torch.no_grad(), autocast(device, "bf16", enabled=dtype == "bf16", on_cpu=True):
         errors["render"] = _max_err(model(*inputs, *targets).cpu(), data["render"])
         if data.get("incremental_render") is not None:
             cache: SceneCache | None = None

@@ -11,10 +11,13 @@ import torch
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def autocast(device: torch.device | str, dtype: str = "bf16", enabled: bool = True):
-    """A context: autocast to `dtype` ("bf16" or "fp16") on a CUDA device when enabled, else nothing."""
+def autocast(device: torch.device | str, dtype: str = "bf16", enabled: bool = True, on_cpu: bool = False):
+    """A context: autocast to `dtype` ("bf16" or "fp16") on a CUDA device when enabled, else nothing.
+    on_cpu=True autocasts on the CPU as well: for checks of low-precision numerics on any machine
+    (scripts/check_reference.py --dtype bf16), never for speed."""
     if dtype not in AMP_DTYPES:
-        raise ValueError(f"training.amp_dtype: {dtype!r} is not one of {list(AMP_DTYPES)}")
-    if not enabled or torch.device(device).type != "cuda":
+        raise ValueError(f"autocast dtype {dtype!r} (training.amp_dtype) is not one of {list(AMP_DTYPES)}")
+    kind = torch.device(device).type
+    if not enabled or (kind != "cuda" and not (on_cpu and kind == "cpu")):
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=AMP_DTYPES[dtype])
+    return torch.autocast(kind, dtype=AMP_DTYPES[dtype])
