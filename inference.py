@@ -29,8 +29,8 @@ def main(argv=None):
         cfg = load_config(args.config, args.overrides)
     except (ConfigError, FileNotFoundError, yaml.YAMLError) as err:
         sys.exit(f"error: {err}")
-    from model.checkpoint import CheckpointError  # after the config is known good: imports torch
     from evaluation.protocol import run_evaluation
+    from model.checkpoint import CheckpointError  # after the config is known good: imports torch
     dist = init_distributed(cfg.training.device)
     if dist.is_main:
         for line in inert_key_warnings(cfg):  # keys accepted only so the authors' files load

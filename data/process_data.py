@@ -32,7 +32,6 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-
 from data.scene_format import IMAGE_ERRORS, write_text_atomic
 from utils.geometry import check_intrinsics, check_poses
 

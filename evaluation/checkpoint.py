@@ -6,8 +6,8 @@ from typing import Optional
 
 import torch
 
-from model import build_model, load_weights, read_checkpoint
 from configs.schema import config_from_dict, load_config
+from model import build_model, load_weights, read_checkpoint
 
 
 def load_model(checkpoint: Optional[str | Path], config: Optional[str | Path] = None,

@@ -18,15 +18,15 @@ import torch.distributed as tdist
 from data.dataset_scene import SceneDataset
 from data.factory import build_dataset
 from data.scene_format import SAMPLE_ERRORS
+from evaluation.scenes import RESIZE_TO, baseline_summary, render_scenes, resize_record, score_scene
 from model import build_model, load_weights
+from model.checkpoint import checkpoints
+from model.render import render_cameras
 from utils.config import ConfigError
 from utils.distributed import DistInfo
-from evaluation.scenes import RESIZE_TO, baseline_summary, render_scenes, resize_record, score_scene
 from utils.gallery import safe_name, save_scene_images, write_gallery_page
 from utils.metrics import LpipsScorer, ssim
 from utils.precision import autocast
-from model.checkpoint import checkpoints
-from model.render import render_cameras
 from utils.video import TRAJECTORIES, reference_video_cameras, trajectory_cameras, write_video
 
 METRICS = ("psnr", "ssim", "lpips")

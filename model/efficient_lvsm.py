@@ -16,8 +16,8 @@ from einops import rearrange
 from model.blocks import SelfCrossBlock, TransformerBlock, call_block, depth_init_std, init_linear
 from model.cache import SceneCache
 from model.config import ModelConfig
-from model.tokens import (PLUCKER_CHANNELS, RGB_PLUCKER_CHANNELS, check_views, patch_size_of,
-                          patch_tokenizer, pixel_head, posed_images, ray_map, untokenize)
+from model.tokens import (PLUCKER_CHANNELS, RGB_PLUCKER_CHANNELS, check_views, patch_size_of, patch_tokenizer,
+                          pixel_head, posed_images, ray_map, untokenize)
 
 
 class EfficientLVSM(nn.Module):

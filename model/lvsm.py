@@ -12,11 +12,11 @@ import torch
 import torch.nn as nn
 from einops import rearrange, repeat
 
-from model.cache import InputViews
 from model.blocks import TransformerBlock, call_block, depth_init_std, init_linear, layer_norm
+from model.cache import InputViews
 from model.config import ModelConfig
-from model.tokens import (PLUCKER_CHANNELS, RGB_PLUCKER_CHANNELS, check_views, patch_size_of,
-                          patch_tokenizer, pixel_head, posed_images, ray_map, untokenize)
+from model.tokens import (PLUCKER_CHANNELS, RGB_PLUCKER_CHANNELS, check_views, patch_size_of, patch_tokenizer,
+                          pixel_head, posed_images, ray_map, untokenize)
 
 
 def _blocks(cfg: ModelConfig, n_layer: int) -> nn.ModuleList:

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from utils.images import to_uint8
 from utils.geometry import fxfycxcy_to_K, invert_pose, project_points
+from utils.images import to_uint8
 
 COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230)]  # distinct on photos (Sasha Trubetskoy's palette)

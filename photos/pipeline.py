@@ -19,15 +19,15 @@ from pathlib import Path
 
 import torch
 
+from data.camera_io import PosedImages, read_cameras, read_target_cameras
 from data.dataset_scene import load_view, prepare_intrinsics, prepared_size
 from data.scene_format import IMAGE_ERRORS, write_text_atomic
-from photos.camera_check import camera_picture, centres_coincide, layout_problems
-from data.camera_io import PosedImages, read_cameras, read_target_cameras
-from utils.geometry import normalize_scene_poses
-from utils.gallery import safe_name, save_png
-from utils.metrics import psnr
 from evaluation.checkpoint import load_model
 from model.render import render_scene
+from photos.camera_check import camera_picture, centres_coincide, layout_problems
+from utils.gallery import safe_name, save_png
+from utils.geometry import normalize_scene_poses
+from utils.metrics import psnr
 from utils.precision import autocast
 from utils.video import trajectory_cameras
 from utils.video import write_video as video_file

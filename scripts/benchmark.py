@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 
-
-from model import build_model
 from configs.schema import config_from_dict
+from model import build_model
 from utils.precision import autocast
 
 SIZES = {  # model widths/depths, full-render settings (resolution, inputs, targets), incremental N, train res

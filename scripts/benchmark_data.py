@@ -22,13 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-
-from data import synthetic
+from configs.schema import config_from_dict
+from data import process_data, synthetic
 from data.dataset_scene import collate
 from data.factory import build_dataset
-from configs.schema import config_from_dict
 from data.scene_format import read_scene_json, read_scene_list, resolve_path
-from data import process_data
 
 RE10K_SIZE = (640, 360)  # (w, h) of RealEstate10K frames
 

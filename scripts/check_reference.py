@@ -16,9 +16,8 @@ from pathlib import Path
 
 import torch
 
-
-from model import SceneCache, build_model, load_weights, read_checkpoint
 from configs.schema import config_from_dict
+from model import SceneCache, build_model, load_weights, read_checkpoint
 from utils.geometry import compute_rays, normalize_scene_poses
 from utils.precision import autocast
 

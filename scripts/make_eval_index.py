@@ -13,7 +13,6 @@ import random
 import sys
 from pathlib import Path
 
-
 from data.scene_format import read_scene_json, read_scene_list
 
 

@@ -14,12 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
-
 from data.scene_format import read_scene_json
 from demo.session import find_scene, load_scene
 from evaluation.checkpoint import load_model
-from evaluation.pose_check import (MIN_INPUT_PSNR, SMOOTH_FACTOR, STATIC_TOL, run_pose_check,
-                              summary_lines, write_outputs)
+from evaluation.pose_check import (MIN_INPUT_PSNR, SMOOTH_FACTOR, STATIC_TOL, run_pose_check, summary_lines,
+                                   write_outputs)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -16,7 +16,6 @@ import json
 import time
 from pathlib import Path
 
-
 from configs.schema import config_from_dict, load_config
 from data import synthetic
 from data.factory import build_dataset

@@ -23,9 +23,8 @@ import sys
 import warnings
 from pathlib import Path
 
-
-from model import CheckpointError
 from data.camera_io import CONVENTIONS, FORMATS, POSES
+from model import CheckpointError
 from photos.pipeline import VIDEO_KINDS, PhotoOptions, render_photos
 
 

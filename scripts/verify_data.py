@@ -15,7 +15,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-
 from data.scene_format import check_scene, read_scene_list
 
 

@@ -1,9 +1,9 @@
 import pytest
 from omegaconf.errors import ReadonlyConfigError
 
+from configs.schema import load_config
 from model import EfficientLVSM, LVSMDecoderOnly, LVSMEncoderDecoder, build_model, resolve_model_name
 from tests.conftest import ROOT
-from configs.schema import load_config
 from utils.config import ConfigError, join_overrides
 
 OUR_CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -102,6 +102,7 @@ def test_every_schema_key_is_read_or_listed_as_reference_only():
     """No silent key: a key no code mentions must be in REFERENCE_ONLY (which warns when it is set)."""
     import dataclasses
     import re
+
     from configs.schema import PATHS, REFERENCE_ONLY
     code = _code_outside_schema()
     assert set(REFERENCE_ONLY) <= set(PATHS)
@@ -149,6 +150,7 @@ def test_readme_key_table_is_complete():
     """The README's table names every schema key and every rejected key once, with its true status."""
     import dataclasses
     import re
+
     from configs.schema import PATHS, REFERENCE_ONLY, REJECTED
     text = (ROOT / "README.md").read_text()
     section = text[text.index("## Coming from LVSM or Efficient-LVSM"):]

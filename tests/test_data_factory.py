@@ -6,10 +6,10 @@ import warnings
 import pytest
 import torch
 
+from configs.schema import config_from_dict
 from data import synthetic
 from data.dataset_scene import collate, split_views
 from data.factory import build_dataset, check_view_counts, input_views_for_step
-from configs.schema import config_from_dict
 from utils.config import ConfigError
 from utils.geometry import project_points
 

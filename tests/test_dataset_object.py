@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from configs.schema import config_from_dict
 from data.dataset_object import ObjectDataset, fixed_fov_intrinsics, select_views
 from data.factory import build_dataset
-from configs.schema import config_from_dict
 from utils.config import ConfigError
 from utils.geometry import invert_pose, opencv_to_opengl, project_points
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from data.dataset_scene import SceneDataset, collate, spread_context, split_views
+from data.dataset_scene import SceneDataset, collate, split_views, spread_context
 from scripts.make_eval_index import make_index
 from tests.conftest import random_views
 from utils.geometry import invert_pose

@@ -8,12 +8,12 @@ import sys
 import pytest
 import torch
 
+from configs.schema import config_from_dict
 from data import synthetic
+from demo.session import DemoSession, SceneViews, load_scene
 from model import build_model
 from tests.conftest import random_views, tiny_config
-from demo.session import DemoSession, SceneViews, load_scene
 from utils.geometry import invert_pose, normalize_scene_poses
-from configs.schema import config_from_dict
 
 # The scene loader reads the image size, crop and pose scale from a config (32 px, defaults otherwise).
 CFG32 = config_from_dict({"model": {"image_tokenizer": {"image_size": 32, "patch_size": 8}}})

@@ -12,13 +12,13 @@ from PIL import Image
 from scipy.spatial.transform import Rotation, Slerp
 
 import evaluation.protocol as eval_protocol
+from configs.schema import config_from_dict
+from evaluation.protocol import check_video_config
+from evaluation.scenes import resize_record
 from inference import main
 from tests.conftest import random_views
 from tests.test_inference import args, setup  # noqa: F401 (the module's generated scenes and checkpoint)
-from configs.schema import config_from_dict
 from utils.config import ConfigError
-from evaluation.protocol import check_video_config
-from evaluation.scenes import resize_record
 from utils.video import nearest_neighbour_order, reference_video_cameras
 
 

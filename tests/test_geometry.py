@@ -6,26 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.geometry import (
-    K_to_fxfycxcy,
-    c2w_to_w2c,
-    check_intrinsics,
-    check_poses,
-    compute_rays,
-    crop_intrinsics,
-    fxfycxcy_to_K,
-    interpolate_trajectory,
-    invert_pose,
-    normalize_scene_poses,
-    opencv_to_opengl,
-    opengl_to_opencv,
-    plucker,
-    project_points,
-    resize_intrinsics,
-    spiral_trajectory,
-    w2c_to_c2w,
-)
-from utils.geometry import _quat_to_rotmat, _rotmat_to_quat
+from utils.geometry import (K_to_fxfycxcy, _quat_to_rotmat, _rotmat_to_quat, c2w_to_w2c, check_intrinsics, check_poses,
+                            compute_rays, crop_intrinsics, fxfycxcy_to_K, interpolate_trajectory, invert_pose,
+                            normalize_scene_poses, opencv_to_opengl, opengl_to_opencv, plucker, project_points,
+                            resize_intrinsics, spiral_trajectory, w2c_to_c2w)
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 needs_reference = pytest.mark.skipif(

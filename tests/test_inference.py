@@ -9,11 +9,11 @@ import sys
 import pytest
 import torch
 
+from configs.schema import load_config
 from data import synthetic
 from inference import main
 from model import build_model
 from tests.conftest import ROOT
-from configs.schema import load_config
 from utils.config import to_dict
 
 TINY = ["model.transformer.d=32", "model.transformer.d_head=8", "model.transformer.n_layer=1",

@@ -5,10 +5,10 @@ working directory), else an error naming both."""
 import pytest
 
 import training.perceptual
-from tests.test_perceptual import random_matconvnet_convs, write_matconvnet
 from configs.schema import config_from_dict
-from utils.config import ConfigError
+from tests.test_perceptual import random_matconvnet_convs, write_matconvnet
 from training.losses import RenderLoss
+from utils.config import ConfigError
 
 REFERENCE_FILE = "metric_checkpoint/imagenet-vgg-verydeep-19.mat"
 

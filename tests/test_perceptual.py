@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from training.perceptual import (LOSS_LAYERS, TORCHVISION_INDEX, VGG19_CONVS, VGG19_LAYERS, PerceptualLoss,
-                              VGG19Features, detect_weight_format)
+                                 VGG19Features, detect_weight_format)
 
 LOSS_CONVS = [name for name in VGG19_CONVS if VGG19_LAYERS.index(name) <= VGG19_LAYERS.index("relu5_2")]
 

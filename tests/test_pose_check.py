@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from evaluation.pose_check import local_motion, run_pose_check, sweep_cameras, sweep_stats, write_outputs
 from model import build_model
 from tests.conftest import random_views, tiny_config
-from evaluation.pose_check import local_motion, run_pose_check, sweep_cameras, sweep_stats, write_outputs
 
 H = W = 32
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from data.scene_format import read_scene_json, read_scene_list
 from data.process_data import main
+from data.scene_format import read_scene_json, read_scene_list
 
 W, H = 64, 48
 NORM_K = (0.9, 1.2, 0.5, 0.45)  # fx/W, fy/H, cx/W, cy/H

@@ -10,10 +10,10 @@ import pytest
 import torch
 from einops import rearrange
 
+from configs.schema import config_from_dict
 from model import build_model
 from model.tokens import posed_images, ray_map
 from tests.conftest import TINY, random_views, tiny_config
-from configs.schema import config_from_dict
 from utils.geometry import compute_rays, plucker
 
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)

@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
+from configs.schema import config_from_dict
 from model import build_model
 from tests.conftest import ROOT, random_views
-from configs.schema import config_from_dict
 
 # The first sample of ../shared/reference/efficient_lvsm.pt (recorded from the authors' Efficient-LVSM
 # in fp32): it ships with the tests so that a clone without ../shared still checks the model's numbers.

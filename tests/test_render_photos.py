@@ -12,17 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
+import scripts.render_photos as cli
+from data.camera_io import _quat_to_rotmat, read_cameras
 from data.dataset_scene import load_view
 from data.synthetic import cast, generate, make_scene
 from model import build_model
-from tests.conftest import ROOT, tiny_config
 from photos.camera_check import distinctive_pixels, epipolar_distance, fundamental_matrix, layout_problems
-from data.camera_io import _quat_to_rotmat, read_cameras
+from photos.pipeline import choose_views, prepare_intrinsics, resolution_warnings
+from tests.conftest import ROOT, tiny_config
 from utils.config import to_dict
 from utils.geometry import _rotmat_to_quat, invert_pose, opencv_to_opengl, project_points
-from photos.pipeline import choose_views, prepare_intrinsics, resolution_warnings
-import scripts.render_photos as cli
-
 
 FRAMES, SIZE = 8, 32
 

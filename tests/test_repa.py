@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
+from configs.schema import config_from_dict, load_config
 from model import build_model
 from tests.conftest import TINY, random_views, tiny_config
 from tests.test_repa_teacher import dirs, full_teacher, one_thread, reference_labels  # noqa: F401 (fixtures)
-from configs.schema import config_from_dict, load_config
-from utils.config import ConfigError
 from training.repa import (AlignPoint, RepaAligner, RepaSpec, align_points, build_aligner, parse_repa_config,
-                        projection_loss)
+                           projection_loss)
+from utils.config import ConfigError
 
 NAMES = ["efficient_lvsm", "lvsm_decoder_only", "lvsm_encoder_decoder"]
 
@@ -288,8 +288,8 @@ def test_trainer_runs_repa(dirs, tmp_path):
     term logged, the projectors saved beside the model."""
     from data import synthetic
     from tests.conftest import ROOT
-    from utils.distributed import init_distributed
     from training.loop import train
+    from utils.distributed import init_distributed
     synthetic.generate(tmp_path / "rooms", "rooms", 4, 1, frames=10, size=32, seed=0)
     cfg = load_config(ROOT / "configs" / "tiny.yaml", [
         "model.image_tokenizer.image_size=32", "model.target_pose_tokenizer.image_size=32", "model.transformer.d=32",

@@ -11,15 +11,15 @@ import pytest
 import torch
 import transformers
 
+from configs.schema import load_config
 from data import synthetic
 from tests.conftest import REFERENCE, ROOT
-from configs.schema import load_config
-from utils.config import ConfigError
-from utils.distributed import init_distributed
-from training.optim import lr_factor
-from training.run_plan import num_views, plan_run
 from training.checkpoints import checkpoints
 from training.loop import train
+from training.optim import lr_factor
+from training.run_plan import num_views, plan_run
+from utils.config import ConfigError
+from utils.distributed import init_distributed
 
 REF = REFERENCE / "configs"
 pytestmark = pytest.mark.skipif(not REF.is_dir(), reason=f"reference configs not found at {REF}")

@@ -10,13 +10,13 @@ import time
 import pytest
 import torch
 
+from configs.schema import load_config
 from data import synthetic
 from tests.conftest import ROOT
-from configs.schema import load_config
-from utils.distributed import init_distributed
-from training.optim import OptimStep, lr_factor, param_groups
 from training.checkpoints import checkpoints
 from training.loop import train
+from training.optim import OptimStep, lr_factor, param_groups
+from utils.distributed import init_distributed
 
 TINY_MODELS = {
     "efficient_lvsm": ["model.transformer.n_layer=2"],

@@ -7,8 +7,8 @@ from PIL import Image, ImageSequence
 
 import utils.video as video
 from model import build_model
-from tests.conftest import random_views, tiny_config
 from model.render import render_trajectory
+from tests.conftest import random_views, tiny_config
 from utils.video import to_uint8, trajectory_cameras, write_video
 
 FRAMES = 5

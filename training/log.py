@@ -22,8 +22,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from configs.schema import inert_key_warnings
-from utils.images import to_uint8
 from utils.config import to_dict
+from utils.images import to_uint8
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 

@@ -19,18 +19,18 @@ from torch.nn.parallel import DistributedDataParallel
 
 from data.dataset_scene import collate, split_views
 from data.factory import build_dataset, input_views_for_step
-from evaluation.protocol import evaluate_scenes
 from data.sampler import ResumableSampler
+from evaluation.protocol import evaluate_scenes
 from model import build_model, load_weights
-from utils.config import ConfigError, to_dict
-from utils.distributed import DistInfo, agree_any, all_reduce_mean, barrier
+from training.checkpoints import (code_version, remove_stale_temps, resume_source, rng_state, save_checkpoint,
+                                  set_rng_state)
+from training.log import TrainLog, backup_code, progress, start_report
 from training.losses import RenderLoss
 from training.optim import OptimStep, build_optimizer, build_scheduler
-from training.run_plan import RunPlan, num_views, plan_run
-from training.checkpoints import (code_version, remove_stale_temps, resume_source, rng_state, save_checkpoint,
-                                    set_rng_state)
-from training.log import TrainLog, backup_code, progress, start_report
 from training.repa import build_aligner
+from training.run_plan import RunPlan, num_views, plan_run
+from utils.config import ConfigError, to_dict
+from utils.distributed import DistInfo, agree_any, all_reduce_mean, barrier
 
 
 class Trainee(nn.Module):

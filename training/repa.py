@@ -39,8 +39,8 @@ from einops import rearrange
 
 from model.efficient_lvsm import EfficientLVSM
 from model.lvsm import LVSMDecoderOnly, LVSMEncoderDecoder
-from utils.config import ConfigError
 from training.repa_teacher import TEACHERS, DinoTeacher, download_hint
+from utils.config import ConfigError
 
 LOSS_TYPES = ("sl1", "l2", "cos")  # reference model/loss.py calculate_proj_loss
 STREAMS = {"": ("input", "target"), "t": ("target",), "i": ("input",)}

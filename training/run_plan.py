@@ -23,8 +23,8 @@ use the same clock; ours are agreed across ranks before any rank writes.
 from dataclasses import dataclass, field
 from typing import Optional
 
-from model.registry import resolve_model_name
 from configs.schema import TrainingConfig
+from model.registry import resolve_model_name
 from utils.config import ConfigError
 
 FAMILIES = {"efficient_lvsm": "efficient_lvsm", "lvsm_decoder_only": "lvsm", "lvsm_encoder_decoder": "lvsm"}
