@@ -14,18 +14,35 @@ from dataclasses import dataclass, field
 import torch
 
 
+class _HeldViews:
+    """Ids of the views a cache holds, in token order: `encode` hands out new ones, `remove` takes one."""
+    view_ids: list[int]
+    next_id: int
+
+    @property
+    def num_views(self) -> int:
+        return len(self.view_ids)
+
+    def _new_ids(self, count: int) -> list[int]:
+        ids = list(range(self.next_id, self.next_id + count))
+        self.view_ids += ids
+        self.next_id += count
+        return ids
+
+    def _position(self, view_id: int) -> int:
+        if view_id not in self.view_ids:
+            raise KeyError(f"view id {view_id} is not in the cache (held: {self.view_ids})")
+        return self.view_ids.index(view_id)
+
+
 @dataclass
-class SceneCache:
+class SceneCache(_HeldViews):
     keys: list[torch.Tensor]  # per layer [b, nh, capacity * n, dh]
     values: list[torch.Tensor]  # per layer [b, nh, capacity * n, dh]
     tokens_per_view: int  # n
     image_size: tuple[int, int]  # (h, w) of the input views; targets render at this size
     view_ids: list[int] = field(default_factory=list)  # id of each held view, in token order
     next_id: int = 0
-
-    @property
-    def num_views(self) -> int:
-        return len(self.view_ids)
 
     @property
     def batch_size(self) -> int:
@@ -60,10 +77,7 @@ class SceneCache:
             self.reserve(max(self.num_views + v_new, 2 * self.capacity))
         for buf, new in zip(self.keys + self.values, keys + values):
             buf[:, :, start:end] = new
-        ids = list(range(self.next_id, self.next_id + v_new))
-        self.view_ids += ids
-        self.next_id += v_new
-        return ids
+        return self._new_ids(v_new)
 
     def reserve(self, num_views: int) -> None:
         """Make room for `num_views` views without further reallocation."""
@@ -79,10 +93,8 @@ class SceneCache:
 
     def remove(self, view_id: int) -> "SceneCache":
         """Drop the view with this id (as returned by `append`); later views keep their order."""
-        if view_id not in self.view_ids:
-            raise KeyError(f"view id {view_id} is not in the cache (held: {self.view_ids})")
         n = self.tokens_per_view
-        pos = self.view_ids.index(view_id)
+        pos = self._position(view_id)
         live = self.num_views * n
         for buf in self.keys + self.values:
             buf[:, :, pos * n:live - n] = buf[:, :, (pos + 1) * n:live].clone()
@@ -96,7 +108,7 @@ class SceneCache:
 
 
 @dataclass
-class InputViews:
+class InputViews(_HeldViews):
     """The input views an LVSM baseline holds, with SceneCache's surface (`view_ids`, `num_views`,
     `remove`, `reserve`, `nbytes`). LVSM's input tokens are encoded jointly with the targets'
     (decoder-only) or with each other (encoder-decoder), so there is nothing per view to cache:
@@ -106,10 +118,6 @@ class InputViews:
     fxfycxcy: torch.Tensor  # [b, v, 4]
     view_ids: list[int] = field(default_factory=list)
     next_id: int = 0
-
-    @property
-    def num_views(self) -> int:
-        return len(self.view_ids)
 
     @property
     def batch_size(self) -> int:
@@ -130,16 +138,11 @@ class InputViews:
             raise ValueError(f"new views {list(images.shape)} do not match the held views {list(self.images.shape)}")
         self.images = torch.cat([self.images, images], dim=1)
         self.c2w, self.fxfycxcy = torch.cat([self.c2w, c2w], dim=1), torch.cat([self.fxfycxcy, fxfycxcy], dim=1)
-        ids = list(range(self.next_id, self.next_id + images.shape[1]))
-        self.view_ids += ids
-        self.next_id += images.shape[1]
-        return ids
+        return self._new_ids(images.shape[1])
 
     def remove(self, view_id: int) -> "InputViews":
         """Drop the view with this id; later views keep their order."""
-        if view_id not in self.view_ids:
-            raise KeyError(f"view id {view_id} is not held (held: {self.view_ids})")
-        pos = self.view_ids.index(view_id)
+        pos = self._position(view_id)
         keep = [i for i in range(self.num_views) if i != pos]
         self.images, self.c2w, self.fxfycxcy = (x[:, keep] for x in (self.images, self.c2w, self.fxfycxcy))
         self.view_ids.pop(pos)
