@@ -31,13 +31,16 @@ def main(argv=None):
         sys.exit(f"error: {err}")
     from evaluation.protocol import run_evaluation
     from model.checkpoint import CheckpointError  # after the config is known good: imports torch
-    dist = init_distributed(cfg.training.device)
+    try:
+        dist = init_distributed(cfg.training.device, cfg.training.dist_timeout_minutes)
+    except (ValueError, RuntimeError) as err:
+        sys.exit(f"error: {err}")
     if dist.is_main:
         for line in inert_key_warnings(cfg):  # keys accepted only so the authors' files load
             print(line)
     try:
         summary = run_evaluation(cfg, dist)
-    except (ConfigError, FileNotFoundError, CheckpointError) as err:
+    except (ConfigError, OSError, CheckpointError) as err:  # OSError: e.g. an unwritable output folder
         sys.exit(f"error: {err}")
     finally:
         cleanup()

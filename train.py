@@ -2,6 +2,8 @@
 
     python train.py --config configs/tiny.yaml [key=value ...]
     torchrun --nproc_per_node 8 train.py --config configs/efficient_lvsm_256.yaml training.batch_size_per_gpu=8
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint node001:29500 train.py ...
+    (on every node, --node_rank 1 on the second; node001:29500 is the first node's address, not localhost)
 
 Rank 0 logs (tqdm, checkpoint_dir/metrics.jsonl, wandb when configured) and writes checkpoints;
 `training.resume=auto` (the default) continues from the newest readable checkpoint.
@@ -30,11 +32,21 @@ def main(argv=None) -> dict:
         sys.exit(f"error: {err}")
     from model.checkpoint import CheckpointError  # after the config is known good: imports torch
     from training.loop import train
-    dist = init_distributed(cfg.training.device)
+    from torch.distributed import DistError
+    try:
+        dist = init_distributed(cfg.training.device, cfg.training.dist_timeout_minutes)
+    except (ValueError, RuntimeError) as err:
+        sys.exit(f"error: {err}")
     try:
         return train(cfg, dist, preset, max_steps=args.max_steps)
     except (ConfigError, FileNotFoundError, CheckpointError) as err:
         sys.exit(f"error: {err}")
+    except RuntimeError as err:  # a collective timed out (gloo raises it from backward as a RuntimeError)
+        if not (dist.distributed and (isinstance(err, DistError) or "Timed out" in str(err))):
+            raise
+        sys.exit(f"error: rank {dist.rank}: the other ranks did not answer within training.dist_timeout_minutes="
+                 f"{cfg.training.dist_timeout_minutes} (a rank frozen, killed or out of memory?): "
+                 f"{str(err).splitlines()[0] if str(err) else type(err).__name__}")
     finally:
         cleanup()
 

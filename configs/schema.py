@@ -99,6 +99,7 @@ class TrainingConfig:
     reset_training_state: bool = False  # the reference's: take the weights of the resumed checkpoint only
     keep_checkpoints: int = 3
     device: Optional[str] = None  # "cpu" or "cuda"; None: CUDA when available
+    dist_timeout_minutes: float = 60  # a collective waiting this long for another rank ends the run (frozen rank)
     eval_every: int = 0  # steps between held-out PSNR evaluations (0: never)
     eval_dataset_path: Optional[str] = None
     eval_index_path: Optional[str] = None

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from data.scene_format import load_with_retries, read_scene_json, read_scene_list, resolve_path
+from utils.config import ConfigError
 from utils.geometry import check_poses, crop_intrinsics, invert_pose, normalize_scene_poses, resize_intrinsics
 
 
@@ -69,6 +70,22 @@ def load_view(path: Path, fxfycxcy, image_size: int, patch: int, square_crop: bo
     return pixels, k
 
 
+def index_entry_problem(entry) -> Optional[str]:
+    """Why an evaluation index entry (not null) cannot be used, or None: it must be an object with a
+    non-empty integer list `context` and a non-empty integer list `target`."""
+    if not isinstance(entry, dict):
+        return f"entry must be an object {{context, target}} or null, got a {type(entry).__name__}: {entry!r:.80}"
+    for field in ("context", "target"):
+        value = entry.get(field)
+        if value is None:
+            return f"entry has no {field!r}"
+        if not isinstance(value, list) or not value:
+            return f"{field!r} must be a non-empty list of frame indices, got {value!r:.80}"
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+            return f"{field!r} must hold integer frame indices, got {value!r:.80}"
+    return None
+
+
 def spread_context(context: list[int], num_input_views: int) -> list[int]:
     """Input frames for an evaluation entry: the two context frames, plus evenly spread frames
     between them when more input views are asked for (reference: rint(linspace(first, last, n)))."""
@@ -106,26 +123,48 @@ class SceneDataset(torch.utils.data.Dataset):
         self.min_frame_dist, self.max_frame_dist = min_frame_dist, max_frame_dist
         self.seed, self.epoch = seed, 0
         self.index: Optional[dict] = None
+        self.index_problems: list[tuple[str, str]] = []  # (scene key, reason): left out of the evaluation
         self.counts = {"scenes": len(self.scene_paths)}
         if eval_index is not None:
             self._apply_index(Path(eval_index))
 
     def _apply_index(self, path: Path) -> None:
-        """Keep the scenes the index names with views; count those it skips and those missing."""
+        """Keep the scenes the index names with views, keyed by their metadata file's stem (unique by
+        construction); count those it skips and those missing. A scene the list names twice (same stem)
+        or whose index entry is malformed is left out and named in `index_problems` as (key, reason)."""
         if not path.is_file():
             raise FileNotFoundError(f"evaluation index not found: {path}")
-        with open(path) as f:
-            index = json.load(f)
-        on_disk = {p.stem: p for p in self.scene_paths}
+        try:
+            with open(path, encoding="utf-8") as f:
+                index = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"evaluation index {path}: not JSON ({err})") from None
+        if not isinstance(index, dict):
+            raise ConfigError(f"evaluation index {path}: must be a JSON object {{scene: {{context, target}} or "
+                              f"null}}, got a {type(index).__name__}")
+        by_stem: dict[str, list[Path]] = {}
+        for p in self.scene_paths:
+            by_stem.setdefault(p.stem, []).append(p)
+        problems = [(k, "scene list names " + " and ".join(str(p) for p in ps) + ": same scene key, not merged")
+                    for k, ps in sorted(by_stem.items()) if len(ps) > 1]
+        on_disk = {k: ps[0] for k, ps in by_stem.items() if len(ps) == 1}
         named = {k for k, v in index.items() if v is not None}
+        for key in sorted(named & set(on_disk)):
+            reason = index_entry_problem(index[key])
+            if reason:
+                problems.append((key, f"{path}: {reason}"))
+        bad = {k for k, _ in problems}
         self.index = index
-        self.scene_paths = [on_disk[k] for k in sorted(named & set(on_disk))]
+        self.index_problems = problems
+        self.scene_paths = [on_disk[k] for k in sorted((named & set(on_disk)) - bad)]
         self.counts = {
             "evaluated": len(self.scene_paths),
             "skipped_by_index": sum(v is None for v in index.values()),
-            "missing_on_disk": len(named - set(on_disk)),
-            "missing_on_disk_names": sorted(named - set(on_disk)),
-            "not_in_index": len(set(on_disk) - set(index)),
+            "missing_on_disk": len(named - set(by_stem)),
+            "missing_on_disk_names": sorted(named - set(by_stem)),
+            "not_in_index": len(set(by_stem) - set(index)),
+            "duplicate_scene_key": sum(len(ps) > 1 for ps in by_stem.values()),
+            "malformed_in_index": len(problems) - sum(len(ps) > 1 for ps in by_stem.values()),
         }
 
     def set_epoch(self, epoch: int) -> None:

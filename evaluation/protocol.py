@@ -9,6 +9,8 @@ import csv
 import hashlib
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -24,7 +26,7 @@ from model.checkpoint import checkpoints
 from model.render import render_cameras
 from utils.config import ConfigError
 from utils.distributed import DistInfo
-from utils.gallery import safe_name, save_scene_images, write_gallery_page
+from utils.gallery import save_scene_images, scene_folder_name, write_gallery_page
 from utils.metrics import LpipsScorer, ssim
 from utils.precision import autocast
 from utils.video import TRAJECTORIES, reference_video_cameras, trajectory_cameras, write_video
@@ -124,7 +126,7 @@ def scene_video(cfg, model, record: dict, out_dir: Path, device: torch.device) -
     frames = render_cameras(model, record["inputs"].to(device), c2w.to(device), k.to(device),
                             *(x.to(device) for x in cams), autocast=lambda: _autocast(cfg, device))
     # 30 fps: the reference's _save_video (utils/metric_utils.py)
-    path = write_video(frames, out_dir / "videos" / f"{safe_name(record['scene'])}.mp4", fps=30)
+    path = write_video(frames, out_dir / "videos" / f"{scene_folder_name(record['scene'])}.mp4", fps=30)
     return path.relative_to(out_dir).as_posix()
 
 
@@ -138,32 +140,87 @@ def gather(items: list, dist: DistInfo) -> list:
 
 
 def run_evaluation(cfg, dist: DistInfo) -> Optional[dict]:
-    """Evaluate; rank 0 writes outputs and returns the summary (None on other ranks)."""
+    """Evaluate; rank 0 writes outputs and returns the summary (None on other ranks). Everything is
+    written into a sibling staging folder and swapped in for inference_out_dir at the end, so an
+    earlier run's images never sit beside new rows and an interrupted run leaves the old results whole."""
     out_dir = Path(cfg.inference_out_dir or cfg.inference.inference_out_dir or "")
     if not str(out_dir) or str(out_dir) == ".":
         raise ConfigError("inference_out_dir: say where to write the evaluation (inference_out_dir=DIR)")
+    check_output_dir(out_dir)
     check_video_config(cfg)
     ckpt_path = find_checkpoint(cfg)
     model = build_model(cfg.model).to(dist.device)
     ckpt = load_weights(model, ckpt_path)
     dataset = build_eval_dataset(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = staging_dir(out_dir)
+    if dist.is_main:
+        make_staging_dir(out_dir, stage)
+    if dist.distributed:
+        tdist.barrier()  # the staging folder exists (and is empty) before any rank writes into it
     lpips = LpipsScorer(dist.device)
-    failures = []
+    failures = list(getattr(dataset, "index_problems", [])) if dist.is_main else []  # reported once
     rows = evaluate_scenes(cfg, model, dataset, list(range(dist.rank, len(dataset), dist.world_size)), dist.device,
-                           lambda: _autocast(cfg, dist.device), out_dir, lpips, failures)  # this rank's share
+                           lambda: _autocast(cfg, dist.device), stage, lpips, failures)  # this rank's share
     rows, failures = gather(rows, dist), gather(failures, dist)
     if not dist.is_main:
         return None
     rows.sort(key=lambda r: (r["scene"], r["target"]))
     header = protocol_header(cfg, ckpt_path, ckpt, dataset, failures, lpips)
-    return write_outputs(out_dir, header, rows, gallery=cfg.inference.generate_website)
+    summary = write_outputs(stage, header, rows, gallery=cfg.inference.generate_website)
+    replace_dir(stage, out_dir)
+    return summary
+
+
+OUTPUT_MARKER = "summary.json"  # a folder holding it is an earlier evaluation's output, safe to replace
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """Fail before any work, naming the path, if out_dir cannot become this run's output folder."""
+    key = f"inference_out_dir={out_dir}"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{key}: is a file, not a folder; choose a folder path")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / OUTPUT_MARKER).is_file():
+        raise ConfigError(f"{key}: the folder holds files that are not an evaluation's output (no "
+                          f"{OUTPUT_MARKER}); empty it or choose another folder")
+    parent = out_dir.absolute().parent
+    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: its folder {parent} is not writable")
+
+
+def staging_dir(out_dir: Path) -> Path:
+    """The sibling folder a run writes into before it replaces out_dir (the same on every rank)."""
+    return out_dir.with_name(f".{out_dir.name}.partial")
+
+
+def make_staging_dir(out_dir: Path, stage: Path) -> None:
+    """An empty staging folder (a crashed run's leftovers removed); OSError becomes a ConfigError naming it."""
+    try:
+        if stage.exists():
+            shutil.rmtree(stage)
+        stage.mkdir(parents=True)
+    except OSError as err:
+        raise ConfigError(f"inference_out_dir={out_dir}: cannot create the staging folder {stage}: "
+                          f"{err.strerror or err}") from None
+
+
+def replace_dir(stage: Path, out_dir: Path) -> None:
+    """Put the finished staging folder in out_dir's place: the old results are moved aside by one
+    rename, the new ones renamed in, then the old removed."""
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(stage, out_dir)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def protocol_header(cfg, ckpt_path: Path, ckpt: dict, dataset: SceneDataset, failures: list, lpips) -> dict:
     t, index = cfg.training, Path(cfg.inference.view_idx_file_path)
     counts = {k: v for k, v in dataset.counts.items() if not k.endswith("_names")}
-    counts["failed_to_load"] = len(failures)
+    problems = {k for k, _ in getattr(dataset, "index_problems", [])}
+    counts["failed_to_load"] = sum(k not in problems for k, _ in failures)
     return {
         "checkpoint": str(ckpt_path), "checkpoint_step": ckpt.get("step"), "model": cfg.model.class_name,
         "resolution": cfg.model.image_tokenizer.image_size, "square_crop": t.square_crop,
@@ -181,7 +238,7 @@ def protocol_header(cfg, ckpt_path: Path, ckpt: dict, dataset: SceneDataset, fai
 
 
 def write_outputs(out_dir: Path, header: dict, rows: list[dict], gallery: bool = True) -> dict:
-    columns = ["scene", "target", "frame", *METRICS, "psnr_nearest_view", "psnr_mean_image"]
+    columns = ["scene", "scene_name", "target", "frame", *METRICS, "psnr_nearest_view", "psnr_mean_image"]
     with open(out_dir / "per_image.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -189,13 +246,13 @@ def write_outputs(out_dir: Path, header: dict, rows: list[dict], gallery: bool =
     scenes = {}
     for row in rows:
         scenes.setdefault(row["scene"], []).append(row)
-    per_scene = [{"scene": s, "images": len(r), **{m: sum(x[m] for x in r) / len(r) for m in METRICS}}
-                 for s, r in scenes.items()]
+    per_scene = [{"scene": s, "scene_name": r[0].get("scene_name", s), "images": len(r),
+                  **{m: sum(x[m] for x in r) / len(r) for m in METRICS}} for s, r in scenes.items()]
     with open(out_dir / "per_scene.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["scene", "images", *METRICS])
+        writer = csv.DictWriter(f, fieldnames=["scene", "scene_name", "images", *METRICS])
         writer.writeheader()
         writer.writerows(per_scene)
-    per_image = [{k: _finite(r[k]) for k in columns} for r in rows]
+    per_image = [{k: _finite(r.get(k)) for k in columns} for r in rows]
     (out_dir / "per_image.json").write_text(json.dumps(per_image, indent=1))
     (out_dir / "per_scene.json").write_text(json.dumps([{k: _finite(v) for k, v in s.items()} for s in per_scene],
                                                        indent=1))

@@ -18,7 +18,7 @@ from utils.metrics import mean_image_baseline, nearest_view_baseline, psnr
 def render_scenes(model: torch.nn.Module, dataset, indices: list[int], num_input_views: int,
                   device: torch.device, autocast: Callable, on_error: Optional[Callable] = None,
                   errors: tuple = (), incremental: bool = False) -> Iterator[dict]:
-    """For each dataset index: its scene name, frame indices and the input, target and rendered
+    """For each dataset index: its scene key (the metadata file's stem), scene name, frame indices and the input, target and rendered
     views ([v, 3, h, w] on the CPU, float32). The first num_input_views views of a sample are inputs.
     A sample that raises one of `errors` is passed to on_error((scene, reason)) and skipped. With
     `incremental`, the inputs enter the model's cache one view at a time."""
@@ -26,17 +26,18 @@ def render_scenes(model: torch.nn.Module, dataset, indices: list[int], num_input
     model.eval()
     try:
         for idx in indices:
+            key = dataset.scene_paths[idx].stem  # the scene key: unique per metadata file, as the index is keyed
             try:
                 sample = dataset[idx]
             except errors as err:
-                on_error((dataset.scene_paths[idx].stem, str(err)))
+                on_error((key, str(err)))
                 continue
             views = {k: sample[k][None].to(device) for k in ("image", "c2w", "fxfycxcy")}  # [1, v, ...]
             v_in = num_input_views
             render = render_scene(model, views["image"][:, :v_in], views["c2w"][:, :v_in], views["fxfycxcy"][:, :v_in],
                                   views["c2w"][:, v_in:], views["fxfycxcy"][:, v_in:], autocast=autocast,
                                   one_view_at_a_time=incremental)  # [1, v_t, 3, h, w]
-            yield {"scene": sample["scene_name"], "frames": sample["index"][:, 0].tolist(),
+            yield {"scene": key, "scene_name": sample["scene_name"], "frames": sample["index"][:, 0].tolist(),
                    "inputs": sample["image"][:v_in], "targets": sample["image"][v_in:],
                    "render": render[0].float().cpu(), "c2w": sample["c2w"], "fxfycxcy": sample["fxfycxcy"]}
     finally:
@@ -64,7 +65,7 @@ def score_scene(record: dict) -> list[dict]:
     mean = mean_image_baseline(inputs[None], targets.shape[0])[0]
     scores = {"psnr": psnr(record["render"], targets), "psnr_nearest_view": psnr(nearest, targets),
               "psnr_mean_image": psnr(mean, targets)}
-    return [{"scene": record["scene"], "target": i, "frame": record["frames"][v_in + i],
+    return [{"scene": record["scene"], "scene_name": record.get("scene_name", record["scene"]), "target": i, "frame": record["frames"][v_in + i],
              **{k: float(v[i]) for k, v in scores.items()}} for i in range(targets.shape[0])]
 
 

@@ -20,6 +20,7 @@ import torch
 
 from model.checkpoint import CheckpointError, checkpoints, read_checkpoint
 from utils.config import ConfigError
+from utils.distributed import agree_any, broadcast_object
 
 REQUIRED = ("model", "optimizer", "scheduler", "optim_step", "step")
 
@@ -103,8 +104,47 @@ def load_latest(folder: str | Path) -> Optional[tuple[dict[str, Any], Path]]:
     return None
 
 
-def resume_source(training) -> Optional[tuple[dict, Path]]:
-    """The checkpoint a run starts from, or None.
+def resume_source(training, dist=None) -> Optional[tuple[dict, Path]]:
+    """The checkpoint a run starts from, or None; under torchrun the same file on every rank.
+
+    Rank 0 chooses (as below) and broadcasts its choice, or its error, to the others, which then read
+    that file; a rank that cannot read it fails the run on every rank (agreed by a collective, so none
+    is left waiting) with an error naming the file and the rank(s). `dist`: a DistInfo, or None alone."""
+    if dist is None or not dist.distributed:
+        return _choose_resume(training)
+    choice = error = source = own_error = None
+    if dist.is_main:
+        try:
+            source = _choose_resume(training)
+            choice = None if source is None else str(source[1])
+        except (ConfigError, CheckpointError, FileNotFoundError) as err:
+            error, own_error = (type(err).__name__, str(err)), err
+    choice, error = broadcast_object((choice, error), dist)  # the others wait here, and learn of an error
+    if error is not None:
+        if own_error is not None:
+            raise own_error
+        kind = {"ConfigError": ConfigError, "FileNotFoundError": FileNotFoundError}.get(error[0], CheckpointError)
+        raise kind(f"rank {dist.rank}: rank 0 found no checkpoint to resume from: {error[1]}")
+    if choice is None:
+        return None
+    failure = ""
+    if not dist.is_main:
+        try:
+            source = read_checkpoint(choice), Path(choice)
+        except (CheckpointError, FileNotFoundError) as err:
+            failure = str(err)
+    failed = torch.zeros(dist.world_size, dtype=torch.bool)
+    failed[dist.rank] = bool(failure)
+    bad = [r for r, f in enumerate(agree_any(failed, dist)) if f]
+    if bad:
+        mine = f"; here: {failure}" if failure else ""
+        raise CheckpointError(f"resume: rank(s) {bad} of {dist.world_size} cannot read {choice}, the checkpoint rank 0 "
+                              f"chose (is the folder on storage every node sees?){mine}")
+    return source
+
+
+def _choose_resume(training) -> Optional[tuple[dict, Path]]:
+    """The checkpoint a run starts from, or None (read on this process alone).
 
     training.resume: "auto" (newest readable checkpoint in checkpoint_dir), "none", or a file holding a
     full training state. The reference's training.resume_ckpt (a file, or a folder whose newest

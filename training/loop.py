@@ -100,7 +100,7 @@ def restore(run: Run) -> None:
         for path in remove_stale_temps(t.checkpoint_dir):
             print(f"removed {path}, a checkpoint write that a killed run left unfinished")
     barrier(run.dist)
-    source = resume_source(t)
+    source = resume_source(t, run.dist)  # rank 0 chooses; every rank reads that one file
     if source is None:
         if t.init_checkpoint:
             load_weights(run.model, t.init_checkpoint)

@@ -8,6 +8,7 @@ inputs, and per target the ground truth, the render and an error map (absolute d
 The page holds the rows as JSON and shows a page of them at a time, so thousands of scenes stay light.
 """
 
+import hashlib
 import html
 import json
 import os
@@ -34,7 +35,7 @@ def save_png(image, path: Path) -> None:
 
 def save_scene_images(out_dir: Path, record: dict) -> dict:
     """Write a scene's PNGs; returns their paths relative to out_dir."""
-    folder = Path("images") / safe_name(record["scene"])
+    folder = Path("images") / scene_folder_name(record["scene"])
     (out_dir / folder).mkdir(parents=True, exist_ok=True)
     paths = {"inputs": [], "targets": [], "renders": [], "errors": []}
     for i, image in enumerate(record["inputs"]):
@@ -54,13 +55,31 @@ def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "scene"
 
 
+def scene_folder_name(key: str) -> str:
+    """A folder name for a scene key, distinct for distinct keys: the key itself when it is already a
+    safe name, else its safe form plus a hash of the key (so `scene a` and `scene_a` never share one)."""
+    safe = safe_name(key)
+    if safe == key and not key.startswith("."):
+        return key
+    return f"{safe}-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:10]}"
+
+
+def json_for_script(value) -> str:
+    """JSON safe to inline in a <script> element: every <, > and & (and the JS line separators) as
+    \\u escapes, so no string in it can close the script or open a comment."""
+    text = json.dumps(value)
+    for char in "<>&\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
+
+
 def write_gallery_page(out_dir: str | Path, entries: list[dict], title: str, header: dict) -> Path:
     """Write out_dir/index.html from rows that already carry their image paths (inputs, gt, render,
     error, and optionally video), relative to out_dir."""
     out_dir = Path(out_dir)
     metrics = [k for k, v in entries[0].items() if isinstance(v, float) and k != "frame"] if entries else []
     page = _TEMPLATE.format(title=html.escape(title), header=html.escape(json.dumps(header, indent=1)),
-                            data=json.dumps(entries).replace("</", "<\\/"), metrics=json.dumps(metrics),
+                            data=json_for_script(entries), metrics=json_for_script(metrics),
                             page_size=PAGE_SIZE)
     path = out_dir / "index.html"
     path.write_text(page, encoding="utf-8")
@@ -92,7 +111,7 @@ function render() {{
   const pages = Math.max(1, Math.ceil(rows.length / PAGE));
   page = Math.min(page, pages - 1);
   document.getElementById("rows").innerHTML = rows.slice(page * PAGE, (page + 1) * PAGE).map(r =>
-    "<tr><td>" + esc(r.scene) + "<br>target " + r.target + " (frame " + r.frame + ")" +
+    "<tr><td>" + esc(r.scene) + (r.scene_name !== undefined && r.scene_name !== r.scene ? " (" + esc(r.scene_name) + ")" : "") + "<br>target " + r.target + " (frame " + r.frame + ")" +
     (r.video ? '<br><a href="' + esc(r.video) + '">video</a>' : "") + "</td><td>" +
     r.inputs.map(img).join("") + "</td><td>" + img(r.gt) + "</td><td>" + img(r.render) + "</td><td>" +
     img(r.error) + "</td><td>" + METRICS.map(m => esc(m) + ": " + (r[m] === null ? "n/a" : r[m].toFixed(3))).join("<br>") + "</td></tr>"
