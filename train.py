@@ -30,16 +30,17 @@ def main(argv=None) -> dict:
         preset = to_dict(load_config(args.config))
     except (ConfigError, FileNotFoundError, yaml.YAMLError) as err:
         sys.exit(f"error: {err}")
+    from torch.distributed import DistError
+
     from model.checkpoint import CheckpointError  # after the config is known good: imports torch
     from training.loop import train
-    from torch.distributed import DistError
     try:
         dist = init_distributed(cfg.training.device, cfg.training.dist_timeout_minutes)
     except (ValueError, RuntimeError) as err:
         sys.exit(f"error: {err}")
     try:
         return train(cfg, dist, preset, max_steps=args.max_steps)
-    except (ConfigError, FileNotFoundError, CheckpointError) as err:
+    except (ConfigError, OSError, CheckpointError) as err:  # OSError: files, and CheckpointWriteError
         sys.exit(f"error: {err}")
     except RuntimeError as err:  # a collective timed out (gloo raises it from backward as a RuntimeError)
         if not (dist.distributed and (isinstance(err, DistError) or "Timed out" in str(err))):

@@ -232,3 +232,29 @@ def test_broken_scenes_are_skipped_and_counted(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     counts = [r["skipped_scenes"] for r in lines]
     assert counts == sorted(counts) and counts[-1] > 0  # cumulative, and logged
+
+
+def test_full_disk_names_the_folder_and_keeps_older_checkpoints(rooms, tmp_path, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError from its zip writer: the error names the folder
+    and the bytes, no temp file stays, and the checkpoints already written are untouched."""
+    import training.checkpoints as tc
+    run_train(overrides(rooms, tmp_path, "efficient_lvsm", "training.train_steps=2", "training.checkpoint_every=1"))
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 257920 vs 257808")
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(tc.CheckpointWriteError, match=r"ckpt_00000003.pt in .* needs about [\d,]+ bytes"):
+        run_train(overrides(rooms, tmp_path, "efficient_lvsm", "training.train_steps=3", "training.checkpoint_every=1"))
+    assert [p.name for p in checkpoints(tmp_path)] == ["ckpt_00000001.pt", "ckpt_00000002.pt"]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_no_room_for_a_checkpoint_stops_before_the_first_step(rooms, tmp_path, monkeypatch):
+    import shutil
+
+    import training.checkpoints as tc
+    monkeypatch.setattr(tc.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(tc.CheckpointWriteError, match=r"training.checkpoint_dir=.*: 1,000 bytes free"):
+        run_train(overrides(rooms, tmp_path, "efficient_lvsm", "training.train_steps=2"))
+    metrics = tmp_path / "metrics.jsonl"
+    assert not checkpoints(tmp_path) and (not metrics.exists() or not metrics.read_text().strip())  # no step taken

@@ -10,6 +10,7 @@ any moment leaves either the old set of files or the new one, never a half-writt
 import functools
 import os
 import random
+import shutil
 import subprocess
 import warnings
 from pathlib import Path
@@ -66,8 +67,42 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     return stale
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a folder that is not writable)."""
+
+
+def tensor_bytes(tree: Any) -> int:
+    """Bytes of every tensor in a nested dict/list (the size of a checkpoint, roughly)."""
+    if torch.is_tensor(tree):
+        return tree.element_size() * tree.numel()
+    if isinstance(tree, dict):
+        return sum(tensor_bytes(v) for v in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return sum(tensor_bytes(v) for v in tree)
+    return 0
+
+
+def check_room(folder: str | Path, needed: int) -> None:
+    """Before the first step: `folder` exists or can be made, takes a file, and has room for `needed`
+    bytes (a checkpoint); else CheckpointWriteError naming the folder and the bytes."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write_probe.{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise CheckpointWriteError(f"training.checkpoint_dir={folder}: not writable ({err})") from None
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise CheckpointWriteError(f"training.checkpoint_dir={folder}: {free:,} bytes free, but a checkpoint needs "
+                                   f"about {needed:,}; free some space or choose another folder")
+
+
 def save_checkpoint(folder: str | Path, step: int, payload: dict[str, Any], keep: int) -> Path:
-    """Write payload as folder/ckpt_<step>.pt atomically, then delete all but the newest `keep`."""
+    """Write payload as folder/ckpt_<step>.pt atomically, then delete all but the newest `keep`.
+    A failed write (full disk: torch.save reports it as a RuntimeError) leaves no temp file and every
+    older checkpoint in place, and raises CheckpointWriteError naming the folder and the bytes needed."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"ckpt_{step:08d}.pt"
@@ -78,6 +113,12 @@ def save_checkpoint(folder: str | Path, step: int, payload: dict[str, Any], keep
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        tmp.unlink(missing_ok=True)
+        free = shutil.disk_usage(folder).free
+        raise CheckpointWriteError(f"could not write {path.name} in {folder}: {str(err).strip()[:200]}; it needs "
+                                   f"about {tensor_bytes(payload):,} bytes and {free:,} are free; older checkpoints "
+                                   "are untouched") from err
     finally:
         tmp.unlink(missing_ok=True)
     if keep > 0:

@@ -22,8 +22,8 @@ from data.factory import build_dataset, input_views_for_step
 from data.sampler import ResumableSampler
 from evaluation.protocol import evaluate_scenes
 from model import build_model, load_weights
-from training.checkpoints import (code_version, remove_stale_temps, resume_source, rng_state, save_checkpoint,
-                                  set_rng_state)
+from training.checkpoints import (check_room, code_version, remove_stale_temps, resume_source, rng_state,
+                                  save_checkpoint, set_rng_state, tensor_bytes)
 from training.log import TrainLog, backup_code, progress, start_report
 from training.losses import RenderLoss
 from training.optim import OptimStep, build_optimizer, build_scheduler
@@ -85,6 +85,8 @@ def setup(cfg, dist: DistInfo, preset: Optional[dict] = None) -> Run:
     if t.backup_code and dist.is_main:
         backup_code(t.checkpoint_dir)
     run = Run(cfg, dist, model, None, repa, loss, optimizer, scheduler, optim, dataset, sampler, log, plan)
+    if dist.is_main:  # model + AdamW's two moments (+ REPA's projectors): fail now, not at the first save
+        check_room(t.checkpoint_dir, 3 * sum(tensor_bytes(m.state_dict()) for m in owners))
     restore(run)
     trainee = Trainee(torch.compile(model) if t.use_compile else model, repa)
     run.trainee = DistributedDataParallel(trainee) if dist.distributed else trainee
