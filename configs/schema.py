@@ -11,6 +11,7 @@ code rejects are in REJECTED with the reason. Overrides are `key=value` (or the 
 read-only (OmegaConf struct mode): derived numbers are computed where they are used.
 """
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -18,7 +19,7 @@ from typing import Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from model.config import ModelConfig
-from utils.config import build_config, read_yaml, schema_paths
+from utils.config import ConfigError, build_config, read_yaml, schema_paths
 
 
 @dataclass
@@ -98,7 +99,7 @@ class TrainingConfig:
     resume_ckpt: str = ""  # the reference's: resume from this file, or the newest checkpoint in this folder
     reset_training_state: bool = False  # the reference's: take the weights of the resumed checkpoint only
     keep_checkpoints: int = 3
-    device: Optional[str] = None  # "cpu" or "cuda"; None: CUDA when available
+    device: Optional[str] = None  # "cpu", "cuda" or "cuda:N"; None: CUDA when available
     dist_timeout_minutes: float = 60  # a collective waiting this long for another rank ends the run (frozen rank)
     eval_every: int = 0  # steps between held-out PSNR evaluations (0: never)
     eval_dataset_path: Optional[str] = None
@@ -215,9 +216,50 @@ def inert_key_warnings(cfg: DictConfig) -> list[str]:
 PATHS = schema_paths(Config)  # every valid dotted key -> its type
 
 
+# Values checked at load (`check_values`), so that train.py, inference.py and every tool fail before any
+# work: counts that must be above 0, counts where 0 means "never" or "all", optional amounts above 0.
+POSITIVE = ("training.train_steps", "training.checkpoint_every", "training.print_every", "training.wandb_log_every",
+            "training.batch_size_per_gpu", "training.grad_accum_steps", "training.grad_checkpoint_every",
+            "training.prefetch_factor", "training.eval_max_scenes", "training.dist_timeout_minutes",
+            "model.image_tokenizer.image_size", "model.image_tokenizer.patch_size",
+            "model.target_pose_tokenizer.image_size", "model.target_pose_tokenizer.patch_size")
+NOT_NEGATIVE = {"training.vis_every": "never", "training.eval_every": "never", "training.keep_checkpoints": "keep all",
+                "training.num_workers": "load in the training process"}  # key -> what 0 means
+POSITIVE_OR_NULL = ("training.train_epochs", "training.train_time", "training.checkpoint_every_epoch",
+                    "training.checkpoint_every_time")
+DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def check_values(cfg: DictConfig, where: str = "config") -> None:
+    """ConfigError naming the first key whose value no run can use (see POSITIVE and the lists above it)."""
+    for key in POSITIVE + tuple(NOT_NEGATIVE) + POSITIVE_OR_NULL:
+        value = OmegaConf.select(cfg, key)
+        if value is None and key in POSITIVE_OR_NULL:
+            continue  # unset: the family's default applies (training/run_plan.py)
+        floor_ok = value >= 0 if key in NOT_NEGATIVE else value > 0
+        if value is None or not floor_ok:
+            need = f"0 or more (0: {NOT_NEGATIVE[key]})" if key in NOT_NEGATIVE else "above 0"
+            raise ConfigError(f"{where}: {key}={value} must be {need}")
+    device = cfg.training.device
+    if device is not None and not DEVICE.fullmatch(device):
+        raise ConfigError(f"{where}: training.device={device!r} is not one of null (CUDA when available), 'cpu', "
+                          "'cuda', 'cuda:N'")
+    for section in ("image_tokenizer", "target_pose_tokenizer"):
+        tok = cfg.model[section]
+        if tok.image_size % tok.patch_size:
+            near = sorted({max(1, tok.image_size // tok.patch_size) * tok.patch_size,
+                           (tok.image_size // tok.patch_size + 1) * tok.patch_size})
+            raise ConfigError(f"{where}: model.{section}.image_size={tok.image_size} is not a multiple of "
+                              f"model.{section}.patch_size={tok.patch_size} (the model would see a cropped image "
+                              f"or fail at its first forward); use e.g. {' or '.join(map(str, near))}")
+
+
 def config_from_dict(data: Optional[dict], overrides: Sequence[str] = (), where: str = "config") -> DictConfig:
-    """Validated, read-only config from a plain dict (e.g. one stored in a checkpoint)."""
-    return build_config(Config, data, overrides, where, REJECTED)
+    """Validated, read-only config from a plain dict (e.g. one stored in a checkpoint): keys, types and
+    values (`check_values`)."""
+    cfg = build_config(Config, data, overrides, where, REJECTED)
+    check_values(cfg, where)
+    return cfg
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:

@@ -82,6 +82,13 @@ def tensor_bytes(tree: Any) -> int:
     return 0
 
 
+def checkpoint_bytes(modules) -> int:
+    """Room a checkpoint of these modules needs, estimated before it exists: their state dicts three
+    times over (weights + AdamW's two moments), plus 10% and 16 MiB for the rest of the payload."""
+    weights = sum(tensor_bytes(m.state_dict()) for m in modules)
+    return int(3 * weights * 1.1) + 16 * 2**20
+
+
 def check_room(folder: str | Path, needed: int) -> None:
     """Before the first step: `folder` exists or can be made, takes a file, and has room for `needed`
     bytes (a checkpoint); else CheckpointWriteError naming the folder and the bytes."""

@@ -60,6 +60,7 @@ class TrainLog:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.dropped_path = self.out_dir / "metrics.dropped.jsonl"
         mode = training.wandb_mode
         if mode not in WANDB_MODES:
             raise ValueError(f"training.wandb_mode: {mode!r} is not one of {list(WANDB_MODES)}")
@@ -94,6 +95,28 @@ class TrainLog:
             f.write(json.dumps(record) + "\n")
         if self.wandb is not None and to_wandb:
             self.wandb.log(values, step=step)
+
+    def drop_after(self, step: int) -> int:
+        """Keep each step once in metrics.jsonl when a run starts at `step` (a resume, or 0): lines of later
+        steps (a killed run logged them after its last checkpoint) and unreadable ones (a write cut off) move
+        to metrics.dropped.jsonl, so nothing is lost; metrics.jsonl is replaced atomically. Returns how many."""
+        if not self.enabled or not self.metrics_path.is_file():
+            return 0
+        keep, drop = [], []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines(keepends=True):
+            try:
+                logged = json.loads(line)["step"]
+            except (ValueError, KeyError, TypeError):
+                logged = None  # a torn last line or not a record of ours
+            line = line if line.endswith("\n") else line + "\n"
+            (keep if logged is not None and logged <= step else drop).append(line)
+        if drop:
+            with open(self.dropped_path, "a", encoding="utf-8") as f:
+                f.writelines(drop)
+            tmp = self.metrics_path.with_name(f".{self.metrics_path.name}.{os.getpid()}.tmp")
+            tmp.write_text("".join(keep), encoding="utf-8")
+            os.replace(tmp, self.metrics_path)
+        return len(drop)
 
     def images(self, step: int, inputs: torch.Tensor, targets: torch.Tensor, renders: torch.Tensor) -> Optional[Path]:
         """Save a grid for the first sample: inputs in the top row, targets and renders below."""

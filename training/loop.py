@@ -22,8 +22,8 @@ from data.factory import build_dataset, input_views_for_step
 from data.sampler import ResumableSampler
 from evaluation.protocol import evaluate_scenes
 from model import build_model, load_weights
-from training.checkpoints import (check_room, code_version, remove_stale_temps, resume_source, rng_state,
-                                  save_checkpoint, set_rng_state, tensor_bytes)
+from training.checkpoints import (check_room, checkpoint_bytes, checkpoints, code_version, remove_stale_temps,
+                                  resume_source, rng_state, save_checkpoint, set_rng_state)
 from training.log import TrainLog, backup_code, progress, start_report
 from training.losses import RenderLoss
 from training.optim import OptimStep, build_optimizer, build_scheduler
@@ -81,18 +81,43 @@ def setup(cfg, dist: DistInfo, preset: Optional[dict] = None) -> Run:
     scheduler = build_scheduler(optimizer, t, plan.total_steps)
     optim = OptimStep(t, [p for m in owners for p in m.parameters() if p.requires_grad], optimizer, dist.device, dist)
     sampler = ResumableSampler(len(dataset), t.batch_size_per_gpu, dist.rank, dist.world_size, t.seed)
+    if dist.is_main:  # model + AdamW's two moments (+ REPA's projectors): fail now, not at the first save
+        check_room(t.checkpoint_dir, checkpoint_bytes(owners))
     log = TrainLog(t.checkpoint_dir, t, to_dict(cfg), enabled=dist.is_main)
     if t.backup_code and dist.is_main:
         backup_code(t.checkpoint_dir)
     run = Run(cfg, dist, model, None, repa, loss, optimizer, scheduler, optim, dataset, sampler, log, plan)
-    if dist.is_main:  # model + AdamW's two moments (+ REPA's projectors): fail now, not at the first save
-        check_room(t.checkpoint_dir, 3 * sum(tensor_bytes(m.state_dict()) for m in owners))
+    note = init_or_resume_note(t) if dist.is_main else None
+    if note:
+        print(note)
     restore(run)
+    dropped = run.log.drop_after(run.step)  # a run killed after logging past its last checkpoint
+    if dropped:
+        print(f"{run.log.metrics_path}: moved {dropped} line(s) after step {run.step} (logged by a previous run after "
+              f"the checkpoint this run starts from) to {run.log.dropped_path}; those steps are taken again")
     trainee = Trainee(torch.compile(model) if t.use_compile else model, repa)
     run.trainee = DistributedDataParallel(trainee) if dist.distributed else trainee
     if dist.is_main:
         print(start_report(cfg, run, preset))
     return run
+
+
+def init_or_resume_note(t) -> Optional[str]:
+    """training.init_checkpoint together with a checkpoint to resume from: the start line that says
+    resuming wins (init_checkpoint is read only when no checkpoint is resumed), or None."""
+    if not t.init_checkpoint or t.resume == "none":
+        return None
+    if t.resume_ckpt or t.resume != "auto":
+        key, where = ("training.resume_ckpt", t.resume_ckpt) if t.resume_ckpt else ("training.resume", t.resume)
+        found = f"{key}={where}"
+    else:
+        present = checkpoints(t.checkpoint_dir)
+        if not present:
+            return None
+        found = (f"training.resume=auto and {t.checkpoint_dir} holds {len(present)} checkpoint(s), the newest "
+                 f"{present[-1].name}")
+    return (f"warning: training.init_checkpoint={t.init_checkpoint} is not used: {found}, and resuming wins; set "
+            "training.resume=none (and an empty training.resume_ckpt) to start from init_checkpoint instead")
 
 
 def restore(run: Run) -> None:
@@ -148,7 +173,10 @@ def micro_batches(run: Run, start: int) -> Iterator[dict]:
         loader = torch.utils.data.DataLoader(
             run.dataset, batch_size=t.batch_size_per_gpu, sampler=run.sampler, num_workers=t.num_workers,
             collate_fn=collate, drop_last=True, pin_memory=run.dist.device.type == "cuda",
-            prefetch_factor=t.prefetch_factor if t.num_workers > 0 else None)
+            prefetch_factor=t.prefetch_factor if t.num_workers > 0 else None,
+            # its own generator: starting a loader draws no number from the global RNG, whose state the
+            # checkpoint stores, so a resumed run's stored states equal an uninterrupted run's
+            generator=torch.Generator().manual_seed((t.seed * 1_000_003 + epoch) * 1009 + run.dist.rank))
         yield from loader
         epoch, position = epoch + 1, 0
 

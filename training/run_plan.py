@@ -63,18 +63,9 @@ class RunPlan:
         return bool(self.save_every_steps) and step % self.save_every_steps == 0
 
 
-def _positive(value, key: str) -> None:
-    if value is not None and not value > 0:
-        raise ConfigError(f"training.{key}={value} must be positive (or unset)")
-
-
 def plan_run(cfg, dataset_len: int, world_size: int) -> RunPlan:
     """The run's length, time limit and save points under its family's rules (see the module doc)."""
-    t = cfg.training
-    for key in ("train_steps", "checkpoint_every", "print_every", "wandb_log_every", "batch_size_per_gpu",
-                "grad_accum_steps", "train_epochs", "train_time", "checkpoint_every_epoch",
-                "checkpoint_every_time"):
-        _positive(t[key], key)
+    t = cfg.training  # its counts were checked above 0 at load (configs/schema.py: check_values)
     effective = t.batch_size_per_gpu * world_size * t.grad_accum_steps
     fam, ignored = family(cfg), []
     hours = t.train_time
