@@ -242,6 +242,16 @@ def read_json_cameras(path: Path) -> CameraFile:
     return CameraFile(raws, path, kind, "opengl" if is_transforms else "opencv", path.parent)
 
 
+COLMAP_BINARY = ("cameras.bin", "images.bin", "points3D.bin")
+
+
+def _binary_colmap_hint(folder: Path, given: Path | None = None) -> str:
+    """How to turn a binary COLMAP model into the text model this reader takes."""
+    return (f"{given or folder}: binary COLMAP model, which is not read here; convert it to text with "
+            f"`colmap model_converter --input_path {folder} --output_path {folder} --output_type TXT` "
+            f"and pass --cameras {folder} (the folder with cameras.txt and images.txt)")
+
+
 def read_camera_file(path, fmt: str = "auto") -> CameraFile:
     """COLMAP folder (or its cameras.txt / images.txt), transforms.json or plain JSON."""
     path = Path(path)
@@ -250,12 +260,13 @@ def read_camera_file(path, fmt: str = "auto") -> CameraFile:
     if path.is_dir():
         if (path / "images.txt").is_file() or (path / "cameras.txt").is_file():
             return read_colmap(path)
-        if (path / "images.bin").is_file():
-            raise ValueError(f"{path}: binary COLMAP model; convert it with "
-                             f"`colmap model_converter --input_path {path} --output_path {path} --output_type TXT`")
+        if any((path / name).is_file() for name in COLMAP_BINARY):
+            raise ValueError(_binary_colmap_hint(path))
         if (path / "transforms.json").is_file():
             return read_json_cameras(path / "transforms.json")
         raise FileNotFoundError(f"{path}: holds no cameras.txt/images.txt nor transforms.json")
+    if path.name in COLMAP_BINARY or (fmt == "colmap" and path.suffix == ".bin"):
+        raise ValueError(_binary_colmap_hint(path.parent, path))
     if fmt == "colmap" or path.name in ("cameras.txt", "images.txt"):
         return read_colmap(path.parent)
     cams = read_json_cameras(path)

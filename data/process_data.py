@@ -17,14 +17,23 @@ OUT/<mode>/metadata/<key>.json (intrinsics in pixels) and OUT/<mode>/full_list.t
 Resumable: a scene whose JSON exists is skipped. The JSON is written last and atomically, so a scene
 cut off halfway is redone. A scene with an undecodable frame, a bad pose or mismatched lengths is
 reported and left out whole: frame indices must stay those of the source (evaluation refers to them).
+A chunk that does not load (not a torch file, truncated, or a pickle that weights_only=True refuses)
+is reported by its path with the reason and skipped; the other chunks are converted.
+
+Workers end with the converter: on Linux the kernel kills each one when its parent dies
+(PR_SET_PDEATHSIG); elsewhere a worker checks its parent between scenes and exits once it is gone.
 """
 
 import argparse
+import ctypes
 import io
 import json
 import multiprocessing
 import os
+import pickle
+import signal
 import sys
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -103,15 +112,55 @@ def convert_scene(scene, out_dir: Path) -> tuple[str, str, str | None]:
     return key, "converted", None
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_parent_pid: int | None = None  # set in each worker by _worker_init
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Pool initializer: the worker dies with the converter instead of running on as an orphan."""
+    global _parent_pid
+    _parent_pid = parent_pid
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            print(f"warning: worker {os.getpid()}: prctl(PR_SET_PDEATHSIG) failed (errno "
+                  f"{ctypes.get_errno()}); it checks for its parent between scenes instead", file=sys.stderr)
+    _exit_if_orphaned()  # the parent may have died before prctl took effect
+
+
+def _exit_if_orphaned() -> None:
+    if _parent_pid is not None and os.getppid() != _parent_pid:
+        os._exit(1)  # the converter is gone: nobody will collect this worker's results
+
+
+def load_chunk(chunk_path: Path):
+    """torch.load(weights_only=True) a chunk -> its content; ValueError with the path and a one-line reason."""
+    try:
+        with warnings.catch_warnings():  # "Detected pickle protocol 4": harmless, and once per chunk
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(chunk_path, weights_only=True)
+    except pickle.UnpicklingError as e:  # random bytes, or a legacy pickle holding non-tensor objects
+        detail = str(e).split("WeightsUnpickler error:")[-1].strip().split("\n")[0].strip()
+        raise ValueError(f"{chunk_path}: not a torch file, or a pickle that torch.load(weights_only=True) "
+                         f"refuses ({detail})") from e
+    except (OSError, RuntimeError, EOFError, ValueError) as e:  # missing, truncated or not a torch file
+        first_line = str(e).strip().split("\n")[0] or "empty or truncated file"
+        raise ValueError(f"{chunk_path}: does not load ({type(e).__name__}: {first_line})") from e
+
+
 def convert_chunk(chunk_path: Path, out_dir: Path) -> list[tuple[str, str, str | None]]:
     """Convert every scene of one chunk; a chunk that does not load is one failure named by its path."""
     try:
-        scenes = torch.load(chunk_path, weights_only=True)
-    except (OSError, RuntimeError, EOFError) as e:  # missing, truncated or not a torch file
-        return [(str(chunk_path), "failed", f"chunk does not load ({e})")]
+        scenes = load_chunk(chunk_path)
+    except ValueError as e:
+        return [(str(chunk_path), "failed", f"chunk skipped: {str(e).removeprefix(f'{chunk_path}: ')}")]
     if not isinstance(scenes, list):
         return [(str(chunk_path), "failed", f"chunk must hold a list of scenes, got {type(scenes).__name__}")]
-    return [convert_scene(scene, out_dir) for scene in scenes]
+    results = []
+    for scene in scenes:
+        _exit_if_orphaned()
+        results.append(convert_scene(scene, out_dir))
+    return results
 
 
 def convert_chunks(chunk_paths: list[Path], out_dir: Path) -> list[tuple[str, str, str | None]]:
@@ -128,7 +177,11 @@ def write_full_list(out_dir: Path) -> int:
 
 def check_first_scene(chunk_path: Path) -> int:
     """Print the first scene of a chunk as it would be converted; converts nothing."""
-    scenes = torch.load(chunk_path, weights_only=True)
+    try:
+        scenes = load_chunk(chunk_path)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not isinstance(scenes, list) or not scenes:
         print(f"error: {chunk_path} holds no scenes", file=sys.stderr)
         return 2
@@ -187,7 +240,8 @@ def main(argv=None) -> int:
         else:
             # spawn, not fork: forking a parent whose torch thread pools already run can deadlock.
             batches = [chunks[i:i + args.chunk_size] for i in range(0, len(chunks), args.chunk_size)]
-            with ProcessPoolExecutor(args.num_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            with ProcessPoolExecutor(args.num_workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_worker_init, initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(convert_chunks, batch, out_dir): len(batch) for batch in batches}
                 for future in as_completed(futures):
                     results += future.result()

@@ -9,8 +9,13 @@ test for camera layouts no capture of one scene produces.
   optical axes that meet behind every camera, as a flipped z axis makes of an inward-looking
   capture. A forward-facing capture with flipped axes keeps a plausible layout: only the picture
   (lines through the wrong points) shows it.
+- `convention_fit` / `better_reading`: the photos' own verdict. Points matched between pairs of
+  input views (normalized cross-correlation, checked both ways) must lie on each other's epipolar
+  lines; the median distance under each reading of the file (OpenCV/OpenGL axes, c2w/w2c) shows
+  whether another reading fits clearly better, on forward and sideways captures alike.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +216,125 @@ def camera_picture(images: torch.Tensor, c2w: torch.Tensor, fxfycxcy: torch.Tens
             canvas.paste(panel, (x, r * h * scale))
             x += panel.width
     return canvas
+
+
+# ----------------------------------------------------------------------------- the photos' own verdict
+CHECK_SIDE = 160  # images are shrunk to at most this many pixels a side for matching
+MIN_NCC, MIN_NCC_MARGIN = 0.8, 0.05  # a match: correlation at least this, and this above the runner-up
+MIN_MATCHES = 8  # fewer over all pairs: the photos do not decide
+CLEARLY_BETTER = 0.5  # another reading's median epipolar error at most this fraction of the current one's
+MIN_ERROR_PX = 0.5  # ... and the current one's above this, in check pixels (matches are to the pixel)
+MAX_PAIRS = 12
+
+
+def _windows(gray: np.ndarray, r: int) -> np.ndarray:
+    """Zero-mean unit-norm patches [h - 2r, w - 2r, (2r+1)^2] of a grey image, one per interior pixel."""
+    win = np.lib.stride_tricks.sliding_window_view(gray, (2 * r + 1, 2 * r + 1))
+    win = win.reshape(*win.shape[:2], -1).astype(np.float32)
+    win = win - win.mean(-1, keepdims=True)
+    return win / np.maximum(np.linalg.norm(win, axis=-1, keepdims=True), 1e-6)
+
+
+def _best(scores: np.ndarray, shape: tuple[int, int], r: int):
+    """For scores [k, n] over a window grid of `shape`: (best index [k], best [k], runner-up outside
+    the best's neighbourhood [k])."""
+    best = scores.argmax(1)
+    by, bx = np.unravel_index(best, shape)
+    ys, xs = np.unravel_index(np.arange(scores.shape[1]), shape)
+    near = (np.abs(ys[None] - by[:, None]) <= r) & (np.abs(xs[None] - bx[:, None]) <= r)
+    second = np.where(near, -1.0, scores).max(1)
+    return best, scores[np.arange(len(best)), best], second
+
+
+def match_points(image_a: torch.Tensor, image_b: torch.Tensor, cols: int = 6, rows: int = 4):
+    """Matches between two images [3, h, w] by normalized cross-correlation of patches around the
+    distinctive pixels of a: kept when the correlation is high, clearly above any other place, and
+    the match's best place back in a is the starting pixel. -> (uv_a [k, 2], uv_b [k, 2]), pixel
+    centres in continuous coordinates."""
+    gray_a, gray_b = (im.double().mean(0).numpy() for im in (image_a, image_b))
+    h, w = gray_a.shape
+    r = max(2, round(min(h, w) / 40))
+    uv = distinctive_pixels(image_a, cols, rows)
+    xy = (uv - 0.5).round().long().numpy()
+    xy = xy[(xy[:, 0] >= r) & (xy[:, 0] < w - r) & (xy[:, 1] >= r) & (xy[:, 1] < h - r)]
+    if not len(xy):
+        return torch.zeros(0, 2, dtype=torch.float64), torch.zeros(0, 2, dtype=torch.float64)
+    win_a, win_b = _windows(gray_a, r), _windows(gray_b, r)
+    patches = win_a[xy[:, 1] - r, xy[:, 0] - r]  # [k, p]
+    best, score, second = _best(patches @ win_b.reshape(-1, win_b.shape[-1]).T, win_b.shape[:2], r)
+    back, _, _ = _best(win_b.reshape(-1, win_b.shape[-1])[best] @ win_a.reshape(-1, win_a.shape[-1]).T,
+                       win_a.shape[:2], r)
+    by, bx = np.unravel_index(best, win_b.shape[:2])
+    ay, ax = np.unravel_index(back, win_a.shape[:2])
+    keep = ((score >= MIN_NCC) & (score - second >= MIN_NCC_MARGIN)
+            & (np.abs(ax + r - xy[:, 0]) <= 1) & (np.abs(ay + r - xy[:, 1]) <= 1))
+    uv_a = torch.from_numpy(xy[keep].astype(np.float64)) + 0.5
+    uv_b = torch.from_numpy(np.stack([bx + r, by + r], -1)[keep].astype(np.float64)) + 0.5
+    return uv_a, uv_b
+
+
+def shrink_for_check(images: torch.Tensor, fxfycxcy: torch.Tensor):
+    """Images [v, 3, h, w] at most CHECK_SIDE a side, with their intrinsics [v, 4] scaled to match."""
+    h, w = images.shape[-2:]
+    scale = min(1.0, CHECK_SIDE / max(h, w))
+    if scale == 1.0:
+        return images, fxfycxcy
+    size = (max(8, round(h * scale)), max(8, round(w * scale)))
+    small = F.interpolate(images.float(), size=size, mode="area")
+    factor = fxfycxcy.new_tensor([size[1] / w, size[0] / h, size[1] / w, size[0] / h])
+    return small, fxfycxcy * factor
+
+
+def readings(c2w: torch.Tensor, convention: str, pose: str) -> dict[tuple[str, str], torch.Tensor]:
+    """c2w [n, 4, 4] (OpenCV axes) read from a file with `convention` axes and `pose` matrices ->
+    the c2w each of the four readings (convention, pose) of the same file gives."""
+    flip = c2w.new_tensor([1.0, -1.0, -1.0, 1.0])  # OpenGL <-> OpenCV: its own inverse
+    as_stored = c2w * flip if convention == "opengl" else c2w
+    raw = as_stored if pose == "c2w" else invert_pose(as_stored)
+    out = {}
+    for conv in ("opencv", "opengl"):
+        for p in ("c2w", "w2c"):
+            m = raw if p == "c2w" else invert_pose(raw)
+            out[(conv, p)] = m * flip if conv == "opengl" else m
+    return out
+
+
+@dataclass
+class ConventionFit:
+    matches: int  # point matches over all pairs of views
+    median_px: dict[tuple[str, str], float]  # (convention, pose) -> median epipolar error, check pixels
+
+
+def convention_fit(images: torch.Tensor, fxfycxcy: torch.Tensor, c2w: torch.Tensor, convention: str,
+                   pose: str) -> ConventionFit:
+    """Match points between pairs of views (images [v, 3, h, w], fxfycxcy [v, 4]) and measure their
+    median epipolar distance under each reading of the camera file (c2w [v, 4, 4] as read now)."""
+    images, fxfycxcy = shrink_for_check(images, fxfycxcy)
+    candidates = readings(c2w.double(), convention, pose)
+    errors = {key: [] for key in candidates}
+    matches = 0
+    # Neighbours in the given order first: captures are usually ordered, and near views match best.
+    pairs = [(i, i + gap) for gap in range(1, len(images)) for i in range(len(images) - gap)][:MAX_PAIRS]
+    for i, j in pairs:
+        uv_i, uv_j = match_points(images[i], images[j])
+        if not len(uv_i):
+            continue
+        matches += len(uv_i)
+        for key, cams in candidates.items():
+            dist = epipolar_distance(fundamental_matrix(cams[i], fxfycxcy[i], cams[j], fxfycxcy[j]), uv_i, uv_j)
+            errors[key].append(dist)
+    median = {key: float(torch.cat(d).nanmedian()) if d else float("nan") for key, d in errors.items()}
+    return ConventionFit(matches, median)
+
+
+def better_reading(fit: ConventionFit, convention: str, pose: str) -> tuple[str, str] | None:
+    """The reading the photos fit clearly better than (convention, pose), or None."""
+    if fit.matches < MIN_MATCHES:
+        return None
+    current = fit.median_px[(convention, pose)]
+    best = min(fit.median_px, key=lambda k: fit.median_px[k] if np.isfinite(fit.median_px[k]) else np.inf)
+    if best == (convention, pose) or not np.isfinite(fit.median_px[best]):
+        return None
+    if current > MIN_ERROR_PX and fit.median_px[best] <= CLEARLY_BETTER * current:
+        return best
+    return None

@@ -9,7 +9,10 @@ inputs and one set of targets together (posed targets, target cameras, video: on
 training normalizes each sample. Output folder: inputs/ (what the model saw), cameras.png (epipolar
 sanity picture, photos.camera_check), targets/ (render and ground truth), target_cameras/, video/
 (PNG frames, and video.mp4, or .gif where no mp4 encoder is installed), summary.json (PSNR,
-cameras, warnings). Every file is written whole (temporary file, then rename) before the next is started.
+cameras, warnings). Before rendering, the cameras are checked against their layout and against the
+photos themselves (points matched between inputs must fit the epipolar geometry): a reading of the
+camera file that fits clearly better is an error naming the --convention / --pose to pass. Every
+file is written whole (temporary file, then rename) before the next is started.
 """
 
 import json
@@ -24,7 +27,8 @@ from data.dataset_scene import load_view, prepare_intrinsics, prepared_size
 from data.scene_format import IMAGE_ERRORS, write_text_atomic
 from evaluation.checkpoint import load_model
 from model.render import render_scene
-from photos.camera_check import camera_picture, centres_coincide, layout_problems
+from photos.camera_check import (better_reading, camera_picture, centres_coincide, convention_fit, layout_problems,
+                                 readings)
 from utils.gallery import safe_name, save_png
 from utils.geometry import normalize_scene_poses
 from utils.metrics import psnr
@@ -210,14 +214,50 @@ class Renderer:
         return render_views(self.model, self.inputs, c2w_in, c2w_t, k_t, self.chunk, self.device)
 
 
-def _camera_check(posed: PosedImages, ids: list[int], ignore: bool) -> list[str]:
+def _reading_flags(posed: PosedImages, reading: tuple[str, str]) -> str:
+    """The command-line flags that select `reading` (convention, pose) instead of the current one."""
+    flags = [f"--convention {reading[0]}"] if reading[0] != posed.convention else []
+    return " ".join(flags + ([f"--pose {reading[1]}"] if reading[1] != posed.pose else []))
+
+
+def _photo_check(posed: PosedImages, inputs: Prepared, in_ids: list[int]) -> str | None:
+    """The photos' own verdict (photos.camera_check.convention_fit): a message when another reading
+    of the camera file fits the points matched between the input images clearly better."""
+    if len(in_ids) < 2:
+        return None
+    fit = convention_fit(inputs.images, inputs.fxfycxcy, posed.c2w[in_ids], posed.convention, posed.pose)
+    better = better_reading(fit, posed.convention, posed.pose)
+    if better is None:
+        return None
+    px = fit.median_px
+    return (f"{posed.source}: the photos fit another camera convention: {fit.matches} points matched between "
+            f"the input images lie a median {px[(posed.convention, posed.pose)]:.1f} px from their epipolar lines "
+            f"read with {posed.convention} axes and {posed.pose} poses, {px[better]:.1f} px with {better[0]} axes "
+            f"and {better[1]} poses. Pass {_reading_flags(posed, better)}; in cameras.png the thick epipolar "
+            f"lines must pass through the marked points. --ignore_camera_check renders anyway")
+
+
+def _camera_check(posed: PosedImages, ids: list[int], ignore: bool, photo_msg: str | None = None) -> list[str]:
     problems = layout_problems(posed.c2w[ids])
+    if photo_msg is not None:  # the photos name the reading; a layout problem is one more sign
+        msg = photo_msg + (f" (the cameras also look away from each other: {'; '.join(problems)})"
+                           if problems else "")
+        if not ignore:
+            raise ValueError(msg)
+        return [msg]
     if not problems:
         return []
+    # Name only the readings that give a sound layout: for a ring around an object read with flipped
+    # axes that is the other axes; the other pose kind would put every camera at one point.
+    others = readings(posed.c2w[ids], posed.convention, posed.pose)
+    fixes = [_reading_flags(posed, r) for r, c2w in others.items() if r != (posed.convention, posed.pose)
+             and not layout_problems(c2w) and not centres_coincide(c2w)]
+    advice = (f"the convention is wrong: pass {' or '.join(fixes)}" if fixes else
+              f"no other reading (--convention {_OTHER[posed.convention]}, --pose {_OTHER[posed.pose]}) gives a "
+              f"sound layout either: check the camera file")
     msg = (f"{posed.source}: read with {posed.convention} camera axes and {posed.pose} poses, the cameras "
            f"look away from each other ({'; '.join(problems)}). Unless the photos look outwards from one spot, "
-           f"the convention is wrong: try --convention {_OTHER[posed.convention]} (or --pose {_OTHER[posed.pose]}); "
-           f"in cameras.png the thick epipolar lines must pass through the marked points. "
+           f"{advice}; in cameras.png the thick epipolar lines must pass through the marked points. "
            f"--ignore_camera_check renders anyway")
     if not ignore:
         raise ValueError(msg)
@@ -234,7 +274,7 @@ def _sanity(posed: PosedImages, inputs: Prepared, in_ids: list[int], t_ids: list
     c2w_all = normalize_scene_poses(posed.c2w[in_ids + t_ids]).float()  # the top view's frame
     save_png(camera_picture(inputs.images, c2w_all[:len(in_ids)], inputs.fxfycxcy, inputs.names,
                             c2w_all[len(in_ids):]), out / "cameras.png")
-    return _camera_check(posed, in_ids + t_ids, ignore)
+    return _camera_check(posed, in_ids + t_ids, ignore, _photo_check(posed, inputs, in_ids))
 
 
 def render_photos(opt: PhotoOptions) -> dict:

@@ -28,11 +28,70 @@ def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.double() - b.double()).abs().max().item()
 
 
-def check_model_file(path: Path, data: dict, device: str = "cpu", dtype: str = "fp32") -> dict[str, float]:
-    """Errors of one recorded model file: rays, full render, incremental renders."""
+def _expect(path: Path, name: str, value, shape: tuple) -> torch.Tensor:
+    """value must be a tensor of this shape (None: any size) -> value; else ValueError naming path and key."""
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{path}: '{name}' must be a tensor of shape {_shape_text(shape)}, got {type(value).__name__}")
+    if value.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, value.shape)):
+        raise ValueError(f"{path}: '{name}' has shape {list(value.shape)}, expected {_shape_text(shape)}")
+    return value
+
+
+def _shape_text(shape: tuple) -> str:
+    return "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+
+
+def validate_model_file(path: Path, data: dict) -> None:
+    """Keys and shapes of a recorded model file; a ValueError names the file and the key at fault."""
     for key in ("config", "checkpoint", "batch", "num_input_views", "num_target_views", "render"):
         if key not in data:
             raise ValueError(f"{path}: model file lacks key '{key}'")
+    batch = data["batch"]
+    if not isinstance(batch, dict):
+        raise ValueError(f"{path}: 'batch' must be a dict, got {type(batch).__name__}")
+    for key in ("image", "c2w", "fxfycxcy"):
+        if key not in batch:
+            raise ValueError(f"{path}: 'batch' lacks key '{key}' (has {sorted(batch)})")
+    images = _expect(path, "batch.image", batch["image"], (None, None, 3, None, None))
+    b, v, _, h, w = images.shape
+    _expect(path, "batch.c2w", batch["c2w"], (b, v, 4, 4))
+    _expect(path, "batch.fxfycxcy", batch["fxfycxcy"], (b, v, 4))
+    v_in, v_t = data["num_input_views"], data["num_target_views"]
+    for name, n in (("num_input_views", v_in), ("num_target_views", v_t)):
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= v:
+            raise ValueError(f"{path}: '{name}' must be an int in [1, {v}] (the batch's views), got {n!r}")
+    _expect(path, "render", data["render"], (b, v_t, 3, h, w))
+    incremental = data.get("incremental_render")
+    if isinstance(incremental, torch.Tensor):  # the recorded files stack them: [v_in, b, v_t, 3, h, w]
+        _expect(path, "incremental_render", incremental, (v_in, b, v_t, 3, h, w))
+    elif incremental is not None:
+        if not isinstance(incremental, (list, tuple)) or len(incremental) != v_in:
+            raise ValueError(f"{path}: 'incremental_render' must hold {v_in} renders (one per input view)")
+        for k, render in enumerate(incremental):
+            _expect(path, f"incremental_render[{k}]", render, (b, v_t, 3, h, w))
+    if "ray_o" in data:
+        for key in ("ray_o", "ray_d"):
+            if not isinstance(data.get(key), dict) or not {"input", "target"} <= set(data[key]):
+                raise ValueError(f"{path}: '{key}' must be a dict with 'input' and 'target'")
+            _expect(path, f"{key}.input", data[key]["input"], (b, v_in, 3, h, w))
+            _expect(path, f"{key}.target", data[key]["target"], (b, v_t, 3, h, w))
+
+
+def validate_pose_file(path: Path, data: dict) -> None:
+    for key in ("c2w_in", "c2w_out", "scene_scale_factor"):
+        if key not in data:
+            raise ValueError(f"{path}: pose-normalization file lacks key '{key}'")
+    c2w_in, c2w_out = data["c2w_in"], data["c2w_out"]
+    if not isinstance(c2w_in, (list, tuple)) or not isinstance(c2w_out, (list, tuple)) or len(c2w_in) != len(c2w_out):
+        raise ValueError(f"{path}: 'c2w_in' and 'c2w_out' must be lists of the same length")
+    for i, (a, b) in enumerate(zip(c2w_in, c2w_out)):
+        _expect(path, f"c2w_in[{i}]", a, (None, 4, 4))
+        _expect(path, f"c2w_out[{i}]", b, (a.shape[0], 4, 4))
+
+
+def check_model_file(path: Path, data: dict, device: str = "cpu", dtype: str = "fp32") -> dict[str, float]:
+    """Errors of one recorded model file: rays, full render, incremental renders."""
+    validate_model_file(path, data)
     cfg = config_from_dict(data["config"], where=f"{path} config")
     model = build_model(cfg.model).eval()
     load_weights(model, data["checkpoint"], name=f"{path} checkpoint")
@@ -62,6 +121,7 @@ def check_model_file(path: Path, data: dict, device: str = "cpu", dtype: str = "
 
 
 def check_pose_file(path: Path, data: dict) -> dict[str, float]:
+    validate_pose_file(path, data)
     worst = 0.0
     for c2w_in, c2w_out in zip(data["c2w_in"], data["c2w_out"], strict=True):
         worst = max(worst, _max_err(normalize_scene_poses(c2w_in.float(), data["scene_scale_factor"]), c2w_out))
@@ -90,8 +150,9 @@ def main(argv=None) -> int:
     for path in args.files:
         try:
             errors = check_file(path, args.device, args.dtype)
-        except (ValueError, FileNotFoundError) as err:
-            print(f"FAIL {path}: {err}")
+        except (ValueError, FileNotFoundError) as err:  # unreadable, malformed, or weights of other shapes
+            message = str(err) if str(path) in str(err) else f"{path}: {err}"
+            print(f"FAIL {message}")
             failed = True
             continue
         worst = max(errors.values())

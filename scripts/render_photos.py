@@ -11,6 +11,13 @@ CAMERAS: a COLMAP text model folder (cameras.txt, images.txt; w2c, OpenCV axes),
 instant-ngp transforms.json (c2w, OpenGL axes) or a plain JSON {"frames": [{"image", "c2w" | "w2c",
 "fxfycxcy" | "K"}]} (OpenCV axes). --convention / --pose override the format's defaults (they also
 apply to --target_cameras). Image names are relative to --images, else to the camera file's folder.
+A binary COLMAP model (cameras.bin, images.bin) is not read: the error gives the
+`colmap model_converter ... --output_type TXT` command that makes the text model.
+
+The cameras are checked before rendering: points matched between the input photos must lie on
+their epipolar lines; when another reading of the file (--convention opencv|opengl, --pose c2w|w2c)
+fits them clearly better, or the cameras look away from each other, it exits 1 naming the flags to
+pass (--ignore_camera_check: warn and render anyway).
 
 Writes OUT/inputs/, OUT/cameras.png (check: epipolar lines must pass through the marked points),
 OUT/targets/ (render and ground truth of held-out --targets, PSNR in summary.json),
@@ -51,7 +58,8 @@ def parse_args(argv=None) -> PhotoOptions:
     p.add_argument("--device", help="default: cuda if available, else cpu")
     p.add_argument("--chunk", type=int, default=8, help="target views per forward")
     p.add_argument("--ignore_extra_images", action="store_true", help="warn, not fail, on images without a camera")
-    p.add_argument("--ignore_camera_check", action="store_true", help="warn, not fail, on an implausible layout")
+    p.add_argument("--ignore_camera_check", action="store_true",
+                   help="warn, not fail, on an implausible layout or a convention the photos contradict")
     return PhotoOptions(**vars(p.parse_args(argv)))
 
 

@@ -2,6 +2,13 @@
 
 import io
 import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,7 +166,7 @@ def test_chunk_size_is_files_per_worker_task(chunks, tmp_path, monkeypatch):
     tasks = []
 
     class InlinePool:  # runs tasks in this process and records them
-        def __init__(self, workers, mp_context=None):
+        def __init__(self, workers, mp_context=None, initializer=None, initargs=()):
             self.workers = workers
 
         def __enter__(self):
@@ -188,3 +195,91 @@ def test_reference_flags_reject_zero(chunks, tmp_path, capsys, flag):
     with pytest.raises(SystemExit):
         main(["--base_path", str(chunks), "--output_dir", str(tmp_path / "out"), flag, "0"])
     assert f"{flag}" in capsys.readouterr().err
+
+
+def test_unloadable_chunks_are_named_and_skipped(chunks, tmp_path, capsys):
+    """Random bytes and a legacy pickle (refused by weights_only=True): each reported by path with the
+    reason; the good chunks are still converted and full_list.txt written, with one or two workers."""
+    train = chunks / "train"
+    (train / "000002.torch").write_bytes(bytes(range(256)) * 4)
+    with open(train / "000003.torch", "wb") as f:  # a pickle of a non-tensor object: refused
+        pickle.dump([{"key": "legacy", "when": time.struct_time((2020, 1, 1, 0, 0, 0, 0, 1, 0))}], f)
+    (train / "000004.torch").write_bytes(b"")
+    for workers in ("1", "2"):
+        out = tmp_path / f"out{workers}"
+        assert _run(chunks, out, "--num_workers", workers) == 0
+        report = capsys.readouterr().out
+        assert "2 scenes converted" in report and "4 failed" in report, report  # bad_jpeg + 3 chunks
+        for name in ("000002.torch", "000003.torch", "000004.torch"):
+            line = next(x for x in report.splitlines() if name in x)
+            assert "chunk skipped" in line, line
+        assert "weights_only=True" in next(x for x in report.splitlines() if "000003.torch" in x)
+        assert "EOFError" in next(x for x in report.splitlines() if "000004.torch" in x)
+        assert (out / "train" / "full_list.txt").read_text().splitlines() == [
+            "metadata/good_a.json", "metadata/good_b.json"]
+
+
+def test_check_names_an_unloadable_first_chunk(tmp_path, capsys):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "0.torch").write_bytes(b"garbage" * 20)
+    assert main(["--base_path", str(tmp_path), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "train" / "0.torch") in err and "weights_only=True" in err
+
+
+def _children(pid: int) -> list[int]:
+    """Pids of the spawned pool workers whose parent is pid (found in /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+        except OSError:  # the process ended while we looked
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's reaping is missing
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
+def test_workers_end_when_the_converter_is_killed(tmp_path):
+    root, out = tmp_path / "root", tmp_path / "out"
+    (root / "train").mkdir(parents=True)
+    scene = _scene("s", 4, 1)
+    for c in range(2):  # enough work that the workers are still converting when the parent is killed
+        torch.save([{**scene, "key": f"c{c}_{i:04d}"} for i in range(1500)], root / "train" / f"{c}.torch")
+    proc = subprocess.Popen([sys.executable, "-m", "data.process_data", "--base_path", str(root), "--output_dir",
+                             str(out), "--num_workers", "2"], cwd=Path(__file__).resolve().parents[1],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        deadline = time.monotonic() + 60
+        metadata = out / "train" / "metadata"
+        while time.monotonic() < deadline and not (metadata.is_dir() and len(os.listdir(metadata)) >= 20):
+            time.sleep(0.05)  # workers are converting once scenes appear
+        workers = _children(proc.pid)
+        assert proc.poll() is None and len(workers) == 2, "the converter finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(map(_alive, workers)):
+            time.sleep(0.1)
+        assert not [pid for pid in workers if _alive(pid)], "workers outlived the killed converter"
+        assert len(os.listdir(metadata)) < 3000  # they stopped before finishing the work
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

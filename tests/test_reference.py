@@ -83,3 +83,31 @@ def test_unknown_file_fails(tmp_path):
     torch.save({"hello": torch.zeros(1)}, path)
     result = _run(path)
     assert result.returncode == 1 and "neither a model file" in result.stdout
+
+
+def test_malformed_files_are_named_and_the_rest_still_checked(tmp_path):
+    """Not a torch file, missing keys, wrong shapes: each one FAIL line naming the file and the reason;
+    a good file after them is still checked, and the exit code is 1."""
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00\x01 not a torch file" * 10)
+    _, data = _record(tmp_path, "efficient_lvsm", 1, 2, 1, 16, 16)
+    no_c2w = tmp_path / "no_c2w.pt"
+    torch.save({**data, "batch": {"image": data["batch"]["image"], "fxfycxcy": data["batch"]["fxfycxcy"]}}, no_c2w)
+    no_render = tmp_path / "no_render.pt"
+    torch.save({k: v for k, v in data.items() if k != "render"}, no_render)
+    bad_render = tmp_path / "bad_render.pt"
+    torch.save({**data, "render": data["render"][..., :8]}, bad_render)
+    bad_pose = tmp_path / "bad_pose.pt"
+    torch.save({"c2w_in": [torch.eye(4)[None]], "c2w_out": [torch.eye(3)[None]], "scene_scale_factor": 1.35}, bad_pose)
+    good, _ = _record(tmp_path, "lvsm_decoder_only", 1, 1, 1, 16, 16)
+    result = _run(garbage, no_c2w, no_render, bad_render, bad_pose, good)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 6, result.stdout + result.stderr
+    expected = [(garbage, "cannot be read as a torch checkpoint"), (no_c2w, "lacks key 'c2w'"),
+                (no_render, "lacks key 'render'"), (bad_render, "'render' has shape [1, 1, 3, 16, 8]"),
+                (bad_pose, "'c2w_out[0]' has shape [1, 3, 3]")]
+    for line, (path, reason) in zip(lines, expected):
+        assert line.startswith(f"FAIL {path}:") and reason in line, line
+        assert line.count(str(path)) == 1, line
+    assert lines[-1].startswith(f"ok   {good}:"), lines[-1]

@@ -2,6 +2,7 @@
 renders and the sanity picture are written, the epipolar check tells the right camera convention
 from the wrong one, and bad inputs are errors naming the file at fault."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -15,9 +16,10 @@ from PIL import Image
 import scripts.render_photos as cli
 from data.camera_io import _quat_to_rotmat, read_cameras
 from data.dataset_scene import load_view
-from data.synthetic import cast, generate, make_scene
+from data.synthetic import _look, cast, generate, make_scene, render
 from model import build_model
-from photos.camera_check import distinctive_pixels, epipolar_distance, fundamental_matrix, layout_problems
+from photos.camera_check import (MIN_MATCHES, better_reading, convention_fit, distinctive_pixels, epipolar_distance,
+                                 fundamental_matrix, layout_problems, readings)
 from photos.pipeline import choose_views, prepare_intrinsics, resolution_warnings
 from tests.conftest import ROOT, tiny_config
 from utils.config import to_dict
@@ -243,3 +245,107 @@ def test_wrong_convention_flagged(tmp_path, rooms, capsys):
     # c2w of cameras looking at the origin, read as w2c, put every camera at (0, 0, distance)
     assert _run(rooms, path, tmp_path / "w2c", "--targets", "7", "--pose", "w2c") == 1
     assert "sit at one point" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the photos' own verdict
+def _sideways(root: Path) -> Path:
+    """A hand-held sideways capture in a synthetic room: cameras slid 0.6 m along view 0's x axis,
+    swaying 15 cm up and down, each turned to keep a point 1.5 m ahead in view; images rendered from
+    the known cameras, written as plain JSON (OpenCV c2w). (A pure slide without sway or turn gives
+    every reading the same epipolar lines: nothing to tell apart, and nothing to get wrong.)"""
+    scene = make_scene("rooms", "train", 0, 0, FRAMES, SIZE)
+    start = scene.c2w[0]
+    position = (start[:3, 3] + np.linspace(-0.3, 0.3, FRAMES)[:, None] * start[:3, 0]
+                + 0.15 * np.sin(np.linspace(0, 2 * np.pi, FRAMES))[:, None] * start[:3, 1])
+    c2w = _look(position, start[:3, 3] + 1.5 * start[:3, 2] - position)
+    scene = dataclasses.replace(scene, c2w=c2w, fxfycxcy=np.repeat(scene.fxfycxcy[:1], FRAMES, axis=0))
+    (root / "images").mkdir(parents=True)
+    frames = []
+    for f in range(FRAMES):
+        Image.fromarray(render(scene, f, SIZE)[..., :3]).save(root / "images" / f"{f:05d}.png")
+        frames.append({"image": f"images/{f:05d}.png", "c2w": c2w[f].tolist(), "fxfycxcy": scene.fxfycxcy[f].tolist()})
+    (root / "cameras.json").write_text(json.dumps({"frames": frames}))
+    return root / "cameras.json"
+
+
+def _fit(path: Path, **reading):
+    posed = read_cameras(path, **reading)
+    ids = list(range(FRAMES - 1))
+    images, ks = zip(*(load_view(posed.paths[i], posed.fxfycxcy[i].tolist(), SIZE, 8, False) for i in ids))
+    fit = convention_fit(torch.stack(images), torch.stack(ks), posed.c2w[ids], posed.convention, posed.pose)
+    return fit, better_reading(fit, posed.convention, posed.pose)
+
+
+def test_readings_are_the_four_ways_to_read_a_file(rooms):
+    """readings() of cameras read one way equal what camera_io gives when reading the file each other way."""
+    current = read_cameras(rooms["transforms"], convention="opencv", pose="w2c")
+    found = readings(current.c2w, "opencv", "w2c")
+    for (conv, pose), c2w in found.items():
+        assert torch.allclose(c2w, read_cameras(rooms["transforms"], convention=conv, pose=pose).c2w, atol=1e-9)
+
+
+def test_photos_name_the_reading_of_a_forward_and_a_sideways_capture(rooms, tmp_path):
+    """Points matched between the input images fit the true cameras (known to the generator) to about a
+    pixel; every wrong reading is told apart and the right one named, for the forward walk and a dolly."""
+    sideways = _sideways(tmp_path / "side")
+    for path, right in ((rooms["transforms"], ("opengl", "c2w")), (sideways, ("opencv", "c2w"))):
+        for conv in ("opencv", "opengl"):
+            for pose in ("c2w", "w2c"):
+                fit, better = _fit(path, convention=conv, pose=pose)
+                assert fit.matches >= MIN_MATCHES
+                assert fit.median_px[right] < 1.0, (path, fit)
+                assert better == (None if (conv, pose) == right else right), (path, conv, pose, fit)
+
+
+def test_command_names_the_flag_from_the_photos(rooms, tmp_path, capsys):
+    """A forward capture with flipped axes keeps a plausible layout; the photos still flag it."""
+    assert _run(rooms, rooms["transforms"], tmp_path / "a", "--targets", "7", "--convention", "opencv") == 1
+    err = capsys.readouterr().err
+    assert str(rooms["transforms"]) in err and "the photos fit another camera convention" in err
+    assert "Pass --convention opengl;" in err and "--pose" not in err.split("Pass")[1].split(";")[0]
+    assert (tmp_path / "a" / "cameras.png").is_file()
+    sideways = _sideways(tmp_path / "side")
+    assert _run(rooms, sideways, tmp_path / "b", "--targets", "7", "--pose", "w2c") == 1
+    assert "Pass --pose c2w;" in capsys.readouterr().err
+    assert _run(rooms, sideways, tmp_path / "c", "--targets", "7", "--pose", "w2c", "--ignore_camera_check") == 0
+    assert "Pass --pose c2w;" in capsys.readouterr().err  # a warning now
+    assert _run(rooms, sideways, tmp_path / "d", "--targets", "7") == 0
+    assert "camera" not in capsys.readouterr().err
+
+
+def test_full_ring_of_cameras(tmp_path, rooms, capsys):
+    """16 cameras all around an object: read right, no complaint (opposite cameras face each other);
+    with flipped axes the message names --convention opengl; read as w2c, the one-point message."""
+    frames = 16
+    generate(tmp_path / "data", "objects", 1, 0, frames=frames, size=SIZE, seed=1)
+    meta = tmp_path / "data" / "train" / "metadata" / "objects_00000.json"
+    records = json.loads(meta.read_text())["frames"]
+    c2w = invert_pose(torch.tensor([f["w2c"] for f in records], dtype=torch.float64))  # OpenGL axes
+    centres = c2w[:, :3, 3]
+    azimuth = torch.atan2(centres[:, 0], centres[:, 2])
+    assert float((azimuth.sort().values.diff()).max()) < math.radians(30)  # a full ring, no gap
+    scene = {"images": [(meta.parent / f["image_path"]).resolve() for f in records], "c2w": c2w,
+             "k": torch.tensor([f["fxfycxcy"] for f in records], dtype=torch.float64)}
+    path = export_transforms(scene, tmp_path / "ring", c2w)
+    assert _run(rooms, path, tmp_path / "good", "--targets", "3,11", "--num_inputs", "6") == 0
+    assert "camera" not in capsys.readouterr().err
+    assert _run(rooms, path, tmp_path / "flip", "--targets", "3,11", "--num_inputs", "6", "--convention", "opencv") == 1
+    err = capsys.readouterr().err
+    assert "pass --convention opengl;" in err and "--pose" not in err  # w2c would put them at one point
+    assert "look away from each other" in err or "the photos fit another camera convention" in err
+    assert _run(rooms, path, tmp_path / "w2c", "--targets", "3", "--pose", "w2c") == 1
+    err = capsys.readouterr().err
+    assert "sit at one point" in err and "--pose c2w" in err
+
+
+@pytest.mark.parametrize("name", ["cameras.bin", "images.bin"])
+def test_binary_colmap_gets_the_conversion_command(rooms, tmp_path, capsys, name):
+    model = tmp_path / "sparse" / "0"
+    model.mkdir(parents=True)
+    for n in ("cameras.bin", "images.bin", "points3D.bin"):
+        (model / n).write_bytes(b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    for given in (model / name, model):
+        assert _run(rooms, given, tmp_path / "out", "--targets", "1") == 1
+        err = capsys.readouterr().err
+        assert str(given) in err and "binary COLMAP model" in err
+        assert f"colmap model_converter --input_path {model} --output_path {model} --output_type TXT" in err
