@@ -111,3 +111,11 @@ def test_malformed_files_are_named_and_the_rest_still_checked(tmp_path):
         assert line.startswith(f"FAIL {path}:") and reason in line, line
         assert line.count(str(path)) == 1, line
     assert lines[-1].startswith(f"ok   {good}:"), lines[-1]
+
+
+def test_scripts_run_by_path_from_any_folder(tmp_path):
+    """`python scripts/check_reference.py FILE` works as well as `-m`, from another folder, without
+    path edits: scripts/setup.sh installs the project's packages (editable)."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_reference.py"), str(SHIPPED_SAMPLE)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0 and result.stdout.startswith("ok "), result.stdout + result.stderr
