@@ -8,13 +8,10 @@ appends it to its SceneCache (unticking removes its keys and values); LVSM model
 input at each render. The target is a candidate view (compare with its image) or a point on a path
 through all candidates. A table lists every step's wall time and cache size (demo/session.py).
 
-gradio is optional and imported only by main, so parse_args needs nothing. gradio 6.31 requires
-pillow<13 while requirements.txt pins pillow 13.0.0; to leave .venv as pinned, install gradio into
-an overlay environment that sees .venv's packages:
-
-    python3 -m venv /tmp/gvenv
-    echo "$PWD/.venv/lib/python3.11/site-packages" > /tmp/gvenv/lib/python3.11/site-packages/project.pth
-    /tmp/gvenv/bin/pip install gradio && /tmp/gvenv/bin/python app.py ...
+gradio is the optional extra `demo` (`EXTRAS=demo bash scripts/setup.sh`, or
+`pip install -c constraints.txt -e ".[demo]"`), imported only by main, so parse_args needs nothing.
+The UI's events have API names (`set_inputs`, `show`), so a script drives it through gradio_client
+(tests/test_demo_app.py does).
 
 The server binds to 127.0.0.1 unless --host says otherwise (0.0.0.0 exposes it to the network).
 """
@@ -23,8 +20,8 @@ import argparse
 import sys
 
 DEFAULT_HOST = "127.0.0.1"
-INSTALL_HINT = ("app.py needs gradio, an optional extra: pip install gradio  (it needs pillow<13, the project "
-                "pins 13.0.0: see the app.py docstring for an overlay environment that keeps .venv as pinned)")
+INSTALL_HINT = ("app.py needs gradio, the optional extra 'demo': EXTRAS=demo bash scripts/setup.sh "
+                "(or pip install -c constraints.txt -e \".[demo]\")")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -99,7 +96,7 @@ def build_ui(session, gr, trajectory_frames: int = 60):
     with gr.Blocks(title="Efficient-LVSM incremental demo") as demo:
         gr.Markdown(f"## Scene `{scene.name}`: {scene.num_views} candidate views, model mode **{session.mode}**")
         gr.Gallery(value=[(to_uint8(img), lab) for img, lab in zip(scene.images, labels)], label="candidate views",
-                   columns=8, height="auto")
+                   columns=8, height=220)
         inputs = gr.CheckboxGroup(choices=[(lab, i) for i, lab in enumerate(labels)], value=list(session.inputs),
                                   label="input views (tick to add: encodes that view only; untick to remove)")
         with gr.Row():
@@ -108,14 +105,16 @@ def build_ui(session, gr, trajectory_frames: int = 60):
                                label="candidate view")
             t = gr.Slider(0, trajectory_frames - 1, value=0, step=1, label="position on the path through all views")
         with gr.Row():
-            render = gr.Image(label="render", type="numpy")
-            truth = gr.Image(label="ground truth (candidate view targets)", type="numpy")
+            # PNG, not gradio's default WebP: lossless, so what the page shows is what the model rendered.
+            render = gr.Image(label="render", type="numpy", format="png", height=320)
+            truth = gr.Image(label="ground truth (candidate view targets)", type="numpy", format="png", height=320)
         info = gr.Markdown()
         costs = gr.Dataframe(value=table(), label="step costs (wall ms, cache bytes)", interactive=False)
         outputs = [render, truth, info, costs]
-        inputs.change(set_inputs, [inputs, target_kind, view, t], outputs)
-        for control in (target_kind, view, t):
-            control.change(show, [target_kind, view, t], outputs)
+        inputs.change(set_inputs, [inputs, target_kind, view, t], outputs, api_name="set_inputs")
+        for i, control in enumerate((target_kind, view, t)):  # one API endpoint, "show"; the others are its copies
+            control.change(show, [target_kind, view, t], outputs, api_name="show" if i == 0 else None,
+                           api_visibility="public" if i == 0 else "undocumented")
         demo.load(show, [target_kind, view, t], outputs)
     return demo
 

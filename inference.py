@@ -6,8 +6,8 @@
 
 The reference's evaluation overrides (its scripts/eval.sh) are accepted as written; those that have
 no effect here are named in a warning at start. Outputs under inference_out_dir: summary.json
-(protocol header and means), per_image.csv/json, per_scene.csv/json, index.html and, with
-inference.render_video, videos/.
+(protocol header and means), per_image.csv/json, per_scene.csv/json, index.html, config.yaml (the
+resolved config) and, with inference.render_video, videos/. A bar shows scenes done, rate and time left.
 """
 
 import argparse
@@ -50,7 +50,7 @@ def main(argv=None):
         if summary["lpips_status"] != "available":
             print(f"LPIPS {summary['lpips_status']}")
         out = cfg.inference_out_dir or cfg.inference.inference_out_dir
-        print(f"summary.json, per-image and per-scene tables and index.html are in {out}")
+        print(f"summary.json, per-image and per-scene tables, index.html and the resolved config.yaml are in {out}")
     return summary
 
 

@@ -16,6 +16,8 @@ from typing import Optional
 
 import torch
 import torch.distributed as tdist
+from omegaconf import OmegaConf
+from tqdm import tqdm
 
 from data.dataset_scene import SceneDataset
 from data.factory import build_dataset
@@ -64,12 +66,15 @@ def _autocast(cfg, device: torch.device):
 
 def evaluate_scenes(cfg, model, dataset, indices: list[int], device: torch.device, autocast,
                     out_dir: Optional[Path] = None, lpips: Optional[LpipsScorer] = None,
-                    failures: Optional[list] = None) -> list[dict]:
+                    failures: Optional[list] = None, progress: Optional[str] = None) -> list[dict]:
     """The one evaluation pipeline (inference.py, the quick start, held-out PSNR in training): render
     the scenes `indices` of `dataset`, score every target (PSNR and the two baselines; SSIM and LPIPS
     when `lpips` is given), and, with `out_dir`, write their images (and videos) there. A scene that
-    fails to load is appended to `failures` as (scene, reason) and the others go on. Returns per-image rows."""
+    fails to load is appended to `failures` as (scene, reason) and the others go on. With `progress`
+    (the bar's label), a tqdm bar counts scenes (done, rate, time left). Returns per-image rows."""
     rows, failures = [], failures if failures is not None else []
+    if progress is not None:
+        indices = tqdm(indices, desc=progress, unit="scene", dynamic_ncols=True, mininterval=1.0)
     records = render_scenes(model, dataset, indices, cfg.training.num_input_views, device, autocast,
                             on_error=failures.append, errors=SAMPLE_ERRORS,
                             incremental=cfg.inference.use_incremental_inference)
@@ -159,14 +164,17 @@ def run_evaluation(cfg, dist: DistInfo) -> Optional[dict]:
         tdist.barrier()  # the staging folder exists (and is empty) before any rank writes into it
     lpips = LpipsScorer(dist.device)
     failures = list(getattr(dataset, "index_problems", [])) if dist.is_main else []  # reported once
-    rows = evaluate_scenes(cfg, model, dataset, list(range(dist.rank, len(dataset), dist.world_size)), dist.device,
-                           lambda: _autocast(cfg, dist.device), stage, lpips, failures)  # this rank's share
+    share = list(range(dist.rank, len(dataset), dist.world_size))  # this rank's scenes
+    label = "evaluating" if not dist.distributed else f"evaluating (rank 0's share, 1/{dist.world_size})"
+    rows = evaluate_scenes(cfg, model, dataset, share, dist.device, lambda: _autocast(cfg, dist.device), stage, lpips,
+                           failures, progress=label if dist.is_main else None)
     rows, failures = gather(rows, dist), gather(failures, dist)
     if not dist.is_main:
         return None
     rows.sort(key=lambda r: (r["scene"], r["target"]))
     header = protocol_header(cfg, ckpt_path, ckpt, dataset, failures, lpips)
     summary = write_outputs(stage, header, rows, gallery=cfg.inference.generate_website)
+    (stage / "config.yaml").write_text(OmegaConf.to_yaml(cfg))  # the resolved config, overrides applied
     replace_dir(stage, out_dir)
     return summary
 

@@ -18,9 +18,10 @@ TINY = {
 }
 
 
-def tiny_config(name: str, patch: int = 8):
-    model = {"class_name": name, "image_tokenizer": {"patch_size": patch},
-             "target_pose_tokenizer": {"patch_size": patch}, **TINY[name]}
+def tiny_config(name: str, patch: int = 8, image_size: int = 256):
+    """A small model of family `name`; image_size only matters to code that reads it (loaders, the demo)."""
+    model = {"class_name": name, "image_tokenizer": {"patch_size": patch, "image_size": image_size},
+             "target_pose_tokenizer": {"patch_size": patch, "image_size": image_size}, **TINY[name]}
     return config_from_dict({"model": model})
 
 

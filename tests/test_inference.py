@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from configs.schema import load_config
 from data import synthetic
@@ -49,9 +50,14 @@ def args(setup, out, *extra):
             f"inference_out_dir={out}", *extra]
 
 
-def test_evaluation_writes_every_output(setup, tmp_path):
+def test_evaluation_writes_every_output(setup, tmp_path, capsys):
     summary = main(args(setup, tmp_path, "inference.render_video=true",
                         "inference.render_video_config.num_frames=4"))
+    bar = capsys.readouterr().err  # tqdm: scenes done (3 in the dataset: one missing on disk, one skipped)
+    assert "evaluating" in bar and "3/3" in bar and "scene/s" in bar
+    resolved = yaml.safe_load((tmp_path / "config.yaml").read_text())  # the config with the overrides applied
+    assert resolved["training"]["num_target_views"] == 3 and resolved["inference"]["render_video"] is True
+    assert resolved["inference_out_dir"] == str(tmp_path)
     assert summary["counts"] == {"evaluated": 3, "skipped_by_index": 1, "missing_on_disk": 1, "not_in_index": 0,
                                  "duplicate_scene_key": 0, "malformed_in_index": 0, "failed_to_load": 1}
     assert summary["missing_on_disk"] == ["not_on_disk"] and summary["failed"][0]["scene"] == "rooms_00002"

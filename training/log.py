@@ -5,11 +5,19 @@ wandb (training.wandb_mode): "auto" runs online when an API key is found (traini
 bare key, or the reference's YAML `wandb: KEY`; else WANDB_API_KEY) and is off otherwise; "online",
 "offline" and "disabled" are wandb's own modes. A missing key, a missing package or no network never
 stops training: it warns and logs locally.
+
+The run folder (training.checkpoint_dir) also holds, from rank 0 at every start: `config.yaml`, the
+resolved config (a resume with other values first moves the previous one to `config.<time>.yaml`),
+`command.txt`, every command line that started or resumed the run, and `wandb_run_id.txt`, so that a
+resumed run goes on logging into the same wandb run.
 """
 
 import json
 import os
+import shlex
 import sys
+import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -61,6 +69,7 @@ class TrainLog:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.out_dir / "metrics.jsonl"
         self.dropped_path = self.out_dir / "metrics.dropped.jsonl"
+        record_start(self.out_dir, config_dict)
         mode = training.wandb_mode
         if mode not in WANDB_MODES:
             raise ValueError(f"training.wandb_mode: {mode!r} is not one of {list(WANDB_MODES)}")
@@ -79,8 +88,13 @@ class TrainLog:
         try:
             if key and mode == "online":
                 wandb.login(key=key, verify=False)
+            id_file = self.out_dir / WANDB_ID_FILE  # a resumed run continues the run this folder started
+            run_id = id_file.read_text().strip() if id_file.is_file() else ""
+            if not run_id:
+                run_id = uuid.uuid4().hex[:12]  # a wandb run id: letters and digits
+                _write_atomic(id_file, run_id + "\n")
             return wandb.init(project=training.wandb_project, name=training.wandb_exp_name, config=config_dict,
-                              mode=mode, dir=str(self.out_dir), resume="allow")
+                              mode=mode, dir=str(self.out_dir), id=run_id, resume="allow")
         except Exception as err:  # wandb raises many types for network and auth failures; none may stop training
             warnings.warn(f"wandb could not start ({type(err).__name__}: {err}); logging to metrics.jsonl only")
             return None
@@ -134,6 +148,37 @@ class TrainLog:
     def close(self) -> None:
         if self.wandb is not None:
             self.wandb.finish()
+
+
+WANDB_ID_FILE = "wandb_run_id.txt"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def command_line() -> str:
+    """The command that started this process, as a shell would take it again (torchrun's workers see
+    train.py's own arguments; WORLD_SIZE says how many there were)."""
+    line = shlex.join([Path(sys.executable).name, *sys.argv])
+    world = os.environ.get("WORLD_SIZE")
+    return f"{line}  # {world} processes (torchrun or another launcher)" if world and world != "1" else line
+
+
+def record_start(out_dir: Path, config_dict: dict) -> None:
+    """config.yaml (the resolved config) and one more line in command.txt; a changed config moves the
+    previous config.yaml aside as config.<its time>.yaml rather than losing it."""
+    text = yaml.safe_dump(config_dict, sort_keys=False)
+    config = out_dir / "config.yaml"
+    if config.is_file() and config.read_text() != text:
+        old = out_dir / f"config.{time.strftime('%Y%m%d-%H%M%S', time.localtime(config.stat().st_mtime))}.yaml"
+        os.replace(config, old)
+        print(f"{config}: this start's config differs from the previous one; that one is now {old.name}")
+    _write_atomic(config, text)
+    with open(out_dir / "command.txt", "a") as f:
+        f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} in {os.getcwd()}\n{command_line()}\n")
 
 
 def image_grid(inputs: torch.Tensor, targets: torch.Tensor, renders: torch.Tensor) -> np.ndarray:
