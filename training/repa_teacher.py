@@ -58,8 +58,8 @@ def _transformers():
     try:
         import transformers
     except ImportError as err:
-        raise ImportError("REPA's teacher needs Hugging Face transformers: pip install transformers "
-                          "(see requirements.txt)") from err
+        raise ImportError("REPA's teacher needs Hugging Face transformers, the optional extra 'repa': "
+                          "pip install -c constraints.txt -e \".[repa]\"") from err
     return transformers
 
 
