@@ -18,8 +18,12 @@ y down, z forward), as RealEstate10K; objects with Blender/OpenGL axes (x right,
 as Objaverse renders, so the object loader's conversion is exercised. ``fxfycxcy`` in pixels,
 pixel (x, y) centred at (x + 0.5, y + 0.5).
 
-Train and test draw textures from disjoint photo lists and disjoint pattern families
-(`texture_sets`), and scenes from disjoint seed streams ``(seed, split, index)``. Each scene is
+Scenes come from disjoint seed streams ``(seed, split, index)``. A `Style` sets how they look and
+move: by default train and test draw textures from disjoint photo lists and pattern families
+(`texture_sets`: held-out textures test generalization); ``textures="shared"`` draws both from all
+of them (held-out scenes from the training distribution, as the quick start uses), and the texture
+scale and the stretch of the walk the frames cover (the camera baseline between frames) can be scaled. `generate` records
+its settings in OUT/generation.json and refuses to add scenes of other settings to a folder. Each scene is
 written images first and its JSON last (atomically), and scenes whose JSON exists are skipped, so a
 stopped run resumes where it stopped.
 
@@ -32,7 +36,7 @@ import math
 import multiprocessing
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +54,25 @@ _OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])  # camera axes: flip y and z
 
 
 # ----------------------------------------------------------------------------- scenes
+TEXTURE_MODES = ("disjoint", "shared")
+
+
+@dataclass(frozen=True)
+class Style:
+    """How scenes look and move. The defaults are the original scenes (the tests' data)."""
+
+    textures: str = "disjoint"  # "disjoint": train and test textures from disjoint sets; "shared": both from all
+    tile_scale: float = 1.0  # x the metres a texture spans before it repeats: larger is lower frequency
+    walk_scale: float = 1.0  # the stretch of the rooms walk the frames cover (1: all of it): the camera baseline
+    photo_fraction: float = 0.5  # share of materials textured with photos (the rest: patterns)
+
+    def __post_init__(self):
+        if self.textures not in TEXTURE_MODES:
+            raise ValueError(f"textures must be one of {list(TEXTURE_MODES)}, got {self.textures!r}")
+        if min(self.tile_scale, self.walk_scale) <= 0 or not 0 <= self.photo_fraction <= 1:
+            raise ValueError(f"tile_scale and walk_scale must be > 0 and photo_fraction in [0, 1], got {self}")
+
+
 @dataclass
 class Scene:
     """Geometry, materials and cameras of one scene. Material i has texture i, repeated every
@@ -67,11 +90,15 @@ class Scene:
     sphere_mat: np.ndarray  # [ns]
 
 
-def _materials(rng: np.random.Generator, split: str, n: int, tile: tuple[float, float]):
-    photos, patterns = texture_sets(split)
-    textures = [photo_texture(rng, photos[rng.integers(len(photos))]) if rng.random() < 0.5
+def _materials(rng: np.random.Generator, split: str, n: int, tile: tuple[float, float], style: Style):
+    if style.textures == "shared":
+        (photos, patterns), (test_photos, test_patterns) = texture_sets("train"), texture_sets("test")
+        photos, patterns = photos + test_photos, patterns + test_patterns
+    else:
+        photos, patterns = texture_sets(split)
+    textures = [photo_texture(rng, photos[rng.integers(len(photos))]) if rng.random() < style.photo_fraction
                 else pattern_texture(rng, patterns[rng.integers(len(patterns))]) for _ in range(n)]
-    return np.stack(textures), rng.uniform(*tile, n), rng.uniform(0, 1, (n, 2))
+    return np.stack(textures), rng.uniform(*tile, n) * style.tile_scale, rng.uniform(0, 1, (n, 2))
 
 
 def _look(position: np.ndarray, forward: np.ndarray) -> np.ndarray:
@@ -89,7 +116,7 @@ def _intrinsics(rng, frames: int, size: int, fov_deg: tuple[float, float]) -> np
     return np.tile([f, f, size / 2, size / 2], (frames, 1))
 
 
-def _room_scene(rng: np.random.Generator, split: str, frames: int, size: int) -> Scene:
+def _room_scene(rng: np.random.Generator, split: str, frames: int, size: int, style: Style) -> Scene:
     half = np.array([rng.uniform(2, 4), 0, rng.uniform(2, 4)])  # half width and depth, 4-8 m rooms
     height = rng.uniform(2.5, 3.5)
     margin, drift = 0.8, rng.uniform(0, 0.15)  # distance kept from the walls; sideways sway
@@ -97,7 +124,7 @@ def _room_scene(rng: np.random.Generator, split: str, frames: int, size: int) ->
     room_xz = half[[0, 2]] - margin - drift
     centre = rng.uniform(-1, 1, 2) * np.maximum(room_xz - 1.2, 0)
     radii = rng.uniform(0.6, 1.0, 2) * (room_xz - np.abs(centre))
-    s = np.linspace(0, 1, frames)
+    s = np.linspace(0, style.walk_scale, frames)  # walk_scale 0.5: the first half of the walk, as densely
     phi = rng.uniform(0, 2 * np.pi) + rng.choice([-1, 1]) * rng.uniform(0.6, 1.4) * s
     sway = 1 + drift / radii.min() * np.sin(2 * np.pi * s * rng.uniform(0.5, 1.5) + rng.uniform(0, 2 * np.pi))
     x, z = centre[0] + radii[0] * sway * np.cos(phi), centre[1] + radii[1] * sway * np.sin(phi)
@@ -119,13 +146,13 @@ def _room_scene(rng: np.random.Generator, split: str, frames: int, size: int) ->
             if np.hypot(x - cx, z - cz).min() > reach + 0.35:
                 boxes.append([cx, size_half[1], cz, *size_half, rng.uniform(0, np.pi)])
                 break
-    textures, tile, offset = _materials(rng, split, 6 + len(boxes), (0.8, 2.5))
+    textures, tile, offset = _materials(rng, split, 6 + len(boxes), (0.8, 2.5), style)
     return Scene(_look(position, forward), _intrinsics(rng, frames, size, (50, 70)), textures, tile, offset,
                  np.array([[-half[0], 0, -half[2]], [half[0], height, half[2]]]),
                  np.array(boxes).reshape(-1, 7), 6 + np.arange(len(boxes)), np.zeros((0, 4)), np.zeros(0, int))
 
 
-def _object_scene(rng: np.random.Generator, split: str, frames: int, size: int) -> Scene:
+def _object_scene(rng: np.random.Generator, split: str, frames: int, size: int, style: Style) -> Scene:
     boxes, spheres = [], []
     for _ in range(rng.integers(2, 5)):
         centre = rng.normal(0, 0.25, 3)
@@ -134,7 +161,7 @@ def _object_scene(rng: np.random.Generator, split: str, frames: int, size: int) 
             spheres.append([*centre, rng.uniform(0.15, 0.35)])
         else:
             boxes.append([*centre, *rng.uniform(0.1, 0.3, 3), rng.uniform(0, np.pi)])
-    textures, tile, offset = _materials(rng, split, len(boxes) + len(spheres), (0.3, 1.0))
+    textures, tile, offset = _materials(rng, split, len(boxes) + len(spheres), (0.3, 1.0), style)
     # The authors' Blender orbit (objaverse-xl/scripts/rendering/blender_script.py, Efficient-LVSM
     # a88aed0): frame i at azimuth 360 i / frames, elevation 20 degrees, both jittered by up to 2
     # degrees, vertical FoV 49.1 degrees. One distance per scene (Blender draws one per frame), in
@@ -149,12 +176,12 @@ def _object_scene(rng: np.random.Generator, split: str, frames: int, size: int) 
                  len(boxes) + np.arange(len(spheres)))
 
 
-def make_scene(kind: str, split: str, seed: int, index: int, frames: int, size: int) -> Scene:
-    """The scene `index` of `split`, a function of (seed, split, index) only."""
+def make_scene(kind: str, split: str, seed: int, index: int, frames: int, size: int, style: Style = Style()) -> Scene:
+    """The scene `index` of `split`, a function of (seed, split, index) and the style only."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
     rng = np.random.default_rng([seed, SPLITS[split], index])
-    return (_room_scene if kind == "rooms" else _object_scene)(rng, split, frames, size)
+    return (_room_scene if kind == "rooms" else _object_scene)(rng, split, frames, size, style)
 
 
 # ----------------------------------------------------------------------------- ray casting
@@ -273,12 +300,12 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 def _write_scene(task: tuple) -> bool:
     """Render and write one scene unless its JSON exists; True if it was written."""
-    out, kind, split, index, seed, frames, size = task
+    out, kind, split, index, seed, frames, size, style = task
     name = f"{kind}_{index:05d}"
     meta = Path(out) / split / "metadata" / f"{name}.json"
     if meta.exists():
         return False
-    scene = make_scene(kind, split, seed, index, frames, size)
+    scene = make_scene(kind, split, seed, index, frames, size, style)
     image_dir = Path(out) / split / "images" / name
     image_dir.mkdir(parents=True, exist_ok=True)
     records = []
@@ -304,11 +331,32 @@ def evaluation_entry(seed: int, index: int, frames: int) -> dict:
     return {"context": [first, first + gap], "target": [int(i) for i in targets]}
 
 
+SETTINGS_FILE = "generation.json"
+
+
+def check_settings(out: Path, settings: dict) -> None:
+    """Record the settings of `out`'s scenes, or fail if it holds scenes of other settings."""
+    path = out / SETTINGS_FILE
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != settings:
+            diff = ", ".join(f"{k}: {old.get(k)} there, {v} now" for k, v in settings.items() if old.get(k) != v)
+            raise ValueError(f"{out} holds scenes generated with other settings ({diff}); choose another folder "
+                             f"or remove it")
+        return
+    if any(out.glob("*/metadata/*.json")):
+        raise ValueError(f"{out} holds scenes but no {SETTINGS_FILE} (generated before settings were recorded); "
+                         "choose another folder or remove it")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(settings, indent=1))
+
+
 def generate(out_dir, kind: str, num_train: int, num_test: int, frames: int = 32, size: int = 128,
-             seed: int = 0, workers: int = 1, progress: bool = False) -> dict:
+             seed: int = 0, workers: int = 1, progress: bool = False, style: Style = Style()) -> dict:
     """Write the train and test splits (and test/evaluation_index.json) under out_dir.
 
     Returns counts: {"train", "test": scenes listed, "written": rendered now, "skipped": already there}.
+    A folder generated with other settings (OUT/generation.json) is an error naming them.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
@@ -318,8 +366,9 @@ def generate(out_dir, kind: str, num_train: int, num_test: int, frames: int = 32
     if frames < (8 if num_test else 1):
         raise ValueError(f"frames must be >= 8 for the evaluation index (>= 1 without test), got {frames}")
     out = Path(out_dir)
+    check_settings(out, {"kind": kind, "frames": frames, "size": size, "seed": seed, "style": asdict(style)})
     counts = {"train": num_train, "test": num_test}
-    tasks = [(str(out), kind, split, i, seed, frames, size) for split, n in counts.items() for i in range(n)]
+    tasks = [(str(out), kind, split, i, seed, frames, size, style) for split, n in counts.items() for i in range(n)]
     for split, n in counts.items():
         if n:
             (out / split / "metadata").mkdir(parents=True, exist_ok=True)
@@ -349,10 +398,17 @@ def main(argv=None) -> dict:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--textures", choices=TEXTURE_MODES, default="disjoint",
+                   help="disjoint: held-out scenes use textures never seen in training; shared: the same sets")
+    p.add_argument("--tile_scale", type=float, default=1.0, help="x texture size: larger is lower frequency")
+    p.add_argument("--walk_scale", type=float, default=1.0, help="stretch of the rooms walk the frames cover "
+                   "(1: all): the camera baseline between frames")
+    p.add_argument("--photo_fraction", type=float, default=0.5, help="share of photo textures (rest: patterns)")
     args = p.parse_args(argv)
     start = time.perf_counter()
+    style = Style(args.textures, args.tile_scale, args.walk_scale, args.photo_fraction)
     counts = generate(args.out, args.kind, args.num_train, args.num_test, args.frames, args.size,
-                      args.seed, args.workers, progress=True)
+                      args.seed, args.workers, progress=True, style=style)
     seconds = time.perf_counter() - start
     print(f"{counts} in {seconds:.1f} s ({counts['written'] / max(seconds, 1e-9):.2f} scenes/s written)")
     return counts

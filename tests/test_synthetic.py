@@ -120,6 +120,38 @@ def test_train_and_test_textures_are_disjoint():
     assert not np.allclose(*seeds)  # disjoint seed streams
 
 
+def test_style_shares_textures_scales_them_and_the_walk(monkeypatch):
+    """textures="shared": a test scene may draw the training photos (one distribution), scenes stay
+    disjoint; tile_scale stretches every texture; walk_scale covers part of the walk (the baseline)."""
+    drawn = []
+    monkeypatch.setattr(synthetic, "photo_texture", lambda rng, name: drawn.append(name) or np.zeros((textures.TEX,) * 2 + (3,), np.float32))
+    for i in range(40):
+        synthetic.make_scene("rooms", "test", 0, i, 2, 8, synthetic.Style(textures="shared"))
+    assert set(drawn) & set(textures.TRAIN_PHOTOS) and set(drawn) & set(textures.TEST_PHOTOS)
+    drawn.clear()
+    for i in range(40):
+        synthetic.make_scene("rooms", "test", 0, i, 2, 8)  # default: disjoint
+    assert drawn and set(drawn) <= set(textures.TEST_PHOTOS)
+    monkeypatch.undo()
+
+    base = synthetic.make_scene("rooms", "train", 0, 3, 16, 8)
+    big = synthetic.make_scene("rooms", "train", 0, 3, 16, 8, synthetic.Style(tile_scale=3.0))
+    assert np.allclose(big.tile, 3 * base.tile) and np.allclose(big.c2w, base.c2w)
+
+    whole = synthetic.make_scene("rooms", "train", 0, 3, 33, 8)
+    half = synthetic.make_scene("rooms", "train", 0, 3, 17, 8, synthetic.Style(walk_scale=0.5))
+    assert np.allclose(half.c2w[:, :3, 3], whole.c2w[:17, :3, 3])  # the first half of the same walk
+    with pytest.raises(ValueError, match="textures"):
+        synthetic.Style(textures="mixed")
+
+
+def test_a_folder_keeps_one_set_of_settings(tmp_path):
+    synthetic.generate(tmp_path, "rooms", 1, 0, frames=2, size=8)
+    with pytest.raises(ValueError, match="tile_scale"):
+        synthetic.generate(tmp_path, "rooms", 1, 0, frames=2, size=8, style=synthetic.Style(tile_scale=2))
+    assert synthetic.generate(tmp_path, "rooms", 1, 0, frames=2, size=8)["written"] == 0
+
+
 def test_resumable(tmp_path):
     _generate(tmp_path)
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
