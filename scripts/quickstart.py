@@ -41,6 +41,12 @@ def evaluate(cfg, model, test_dir: Path, out: Path, device) -> dict:
     return write_outputs(out, header, rows)
 
 
+def pose_check_frames(test_dir: Path, scene_index: int = 0) -> list[int]:
+    """The evaluation index's context frames of held-out scene `scene_index` (the pose check's inputs)."""
+    index = json.loads((Path(test_dir) / "evaluation_index.json").read_text())
+    return index[sorted(index)[scene_index]]["context"]
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="experiments/quickstart", help="data, checkpoints and results go here")
