@@ -141,6 +141,11 @@ class InferenceConfig:
     use_incremental_inference: bool = False
     checkpoint_dir: Optional[str] = None  # the reference's name for the checkpoint file to evaluate
     inference_out_dir: Optional[str] = None
+    # LPIPS-VGG without torchvision (utils/lpips_vgg.py): torchvision's VGG-16 state dict
+    # (vgg16-397923af.pth) and the lpips package's linear heads (lpips/weights/v0.1/vgg.pth; None: the
+    # copy inside an installed lpips package). Without the VGG-16 file the lpips package is tried.
+    lpips_vgg16_path: Optional[str] = None
+    lpips_heads_path: Optional[str] = None
 
 
 @dataclass

@@ -144,6 +144,12 @@ def gather(items: list, dist: DistInfo) -> list:
     return [x for part in parts for x in part]
 
 
+def lpips_scorer(cfg, device: torch.device) -> LpipsScorer:
+    """LPIPS for an evaluation: ours from inference.lpips_vgg16_path / lpips_heads_path (paths as given,
+    relative ones from the working directory) when the VGG-16 file is set, else the lpips package."""
+    return LpipsScorer(device, vgg16_path=cfg.inference.lpips_vgg16_path, heads_path=cfg.inference.lpips_heads_path)
+
+
 def run_evaluation(cfg, dist: DistInfo) -> Optional[dict]:
     """Evaluate; rank 0 writes outputs and returns the summary (None on other ranks). Everything is
     written into a sibling staging folder and swapped in for inference_out_dir at the end, so an
@@ -162,7 +168,7 @@ def run_evaluation(cfg, dist: DistInfo) -> Optional[dict]:
         make_staging_dir(out_dir, stage)
     if dist.distributed:
         tdist.barrier()  # the staging folder exists (and is empty) before any rank writes into it
-    lpips = LpipsScorer(dist.device)
+    lpips = lpips_scorer(cfg, dist.device)
     failures = list(getattr(dataset, "index_problems", [])) if dist.is_main else []  # reported once
     share = list(range(dist.rank, len(dataset), dist.world_size))  # this rank's scenes
     label = "evaluating" if not dist.distributed else f"evaluating (rank 0's share, 1/{dist.world_size})"
@@ -240,6 +246,7 @@ def protocol_header(cfg, ckpt_path: Path, ckpt: dict, dataset: SceneDataset, fai
         "metrics": "PSNR per image on [0, 1]-clamped images, averaged; SSIM (scikit-image, gaussian, win 11, "
                    "data_range 1); LPIPS (lpips, VGG, normalize=True)",
         "lpips_status": "available" if lpips.available else f"unavailable: {lpips.reason}",
+        "lpips_backend": lpips.backend,  # "ours (VGG-16 <file>, heads <file>)", "lpips package", or None
         "counts": counts, "missing_on_disk": dataset.counts.get("missing_on_disk_names", []),
         "failed": [{"scene": s, "reason": r} for s, r in failures],
     }

@@ -5,13 +5,16 @@
 A model file (`kind`, `config`, `checkpoint`, `batch`, `render`, ...) is rendered by the model its
 config names, loaded through our checkpoint loader; Efficient-LVSM files are also rendered
 incrementally through the scene cache. A pose-normalization file (`c2w_in`, `c2w_out`,
-`scene_scale_factor`) is normalized. Prints the max abs error per file and exits 1 if any is above
-the tolerance: 1e-4 in fp32 (the reference README's bound for a faithful reimplementation), 1e-2
-with `--dtype bf16` (bf16 autocast, e.g. `--device cuda --dtype bf16` on a GPU).
+`scene_scale_factor`) is normalized. An LPIPS file (`format` lpips_vgg_reference_v1, in
+`lpips/`) is scored by our LPIPS-VGG (utils/lpips_vgg.py), from weight files written out of it.
+Prints the max abs error per file and exits 1 if any is above the tolerance: 1e-4 in fp32 (the
+reference README's bound for a faithful reimplementation), 1e-2 with `--dtype bf16` (bf16 autocast,
+e.g. `--device cuda --dtype bf16` on a GPU); LPIPS files are always scored in fp32 (no TF32), to 1e-6.
 """
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -19,9 +22,12 @@ import torch
 from configs.schema import config_from_dict
 from model import SceneCache, build_model, load_weights, read_checkpoint
 from utils.geometry import compute_rays, normalize_scene_poses
+from utils.lpips_vgg import REFERENCE_FORMAT as LPIPS_FORMAT
+from utils.lpips_vgg import LpipsVGG, write_weight_files
 from utils.precision import autocast
 
 TOLERANCE = {"fp32": 1e-4, "bf16": 1e-2}
+LPIPS_TOLERANCE = 1e-6  # the reference README's bound for a faithful fp32 LPIPS-VGG
 
 
 def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -128,14 +134,44 @@ def check_pose_file(path: Path, data: dict) -> dict[str, float]:
     return {"pose_normalization": worst}
 
 
-def check_file(path: Path, device: str = "cpu", dtype: str = "fp32") -> dict[str, float]:
+def validate_lpips_file(path: Path, data: dict) -> None:
+    """Keys and shapes of an LPIPS file (the weights are checked when they are written out)."""
+    for key in ("vgg16_features", "lin", "images_a", "images_b", "lpips",
+                "images_a_nonsquare", "images_b_nonsquare", "lpips_nonsquare"):
+        if key not in data:
+            raise ValueError(f"{path}: LPIPS file lacks key '{key}'")
+    for suffix in ("", "_nonsquare"):
+        a = _expect(path, f"images_a{suffix}", data[f"images_a{suffix}"], (None, 3, None, None))
+        _expect(path, f"images_b{suffix}", data[f"images_b{suffix}"], tuple(a.shape))
+        _expect(path, f"lpips{suffix}", data[f"lpips{suffix}"], (a.shape[0],))
+
+
+def check_lpips_file(path: Path, data: dict, device: str = "cpu") -> dict[str, float]:
+    """Errors of our LPIPS-VGG, built from weight files written out of the LPIPS file, on its pairs."""
+    validate_lpips_file(path, data)
+    with tempfile.TemporaryDirectory() as tmp:
+        vgg16, heads = Path(tmp) / "vgg16.pth", Path(tmp) / "vgg.pth"
+        write_weight_files(data, vgg16, heads)
+        net = LpipsVGG.from_files(vgg16, heads).to(device)
+    errors = {}
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # fp32 convs on GPUs too
+        for suffix in ("", "_nonsquare"):
+            a, b = (data[f"images_{k}{suffix}"].float().to(device) for k in ("a", "b"))
+            errors[f"lpips{suffix}"] = _max_err(net(a, b).cpu(), data[f"lpips{suffix}"])
+    return errors
+
+
+def check_file(path: Path, device: str = "cpu", dtype: str = "fp32") -> tuple[dict[str, float], float]:
+    """(max abs error per part, the tolerance they are held to) of one recorded file."""
     data = read_checkpoint(path)
+    if data.get("format") == LPIPS_FORMAT:
+        return check_lpips_file(path, data, device), LPIPS_TOLERANCE
     if "kind" in data:
-        return check_model_file(path, data, device, dtype)
+        return check_model_file(path, data, device, dtype), TOLERANCE[dtype]
     if "c2w_in" in data:
-        return check_pose_file(path, data)
-    raise ValueError(f"{path}: neither a model file (no 'kind') nor a pose-normalization file (no 'c2w_in'); "
-                     f"keys: {sorted(data)}")
+        return check_pose_file(path, data), TOLERANCE[dtype]
+    raise ValueError(f"{path}: neither a model file (no 'kind'), a pose-normalization file (no 'c2w_in') nor an "
+                     f"LPIPS file (format {LPIPS_FORMAT}); keys: {sorted(data)}")
 
 
 def main(argv=None) -> int:
@@ -144,12 +180,11 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="torch device for the model files (cpu, cuda, ...)")
     parser.add_argument("--dtype", choices=sorted(TOLERANCE), default="fp32", help="fp32, or bf16 autocast")
     args = parser.parse_args(argv)
-    tolerance = TOLERANCE[args.dtype]
     torch.manual_seed(0)
     failed = False
     for path in args.files:
         try:
-            errors = check_file(path, args.device, args.dtype)
+            errors, tolerance = check_file(path, args.device, args.dtype)
         except (ValueError, FileNotFoundError) as err:  # unreadable, malformed, or weights of other shapes
             message = str(err) if str(path) in str(err) else f"{path}: {err}"
             print(f"FAIL {message}")

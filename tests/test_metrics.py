@@ -139,7 +139,8 @@ def test_lpips_build_failure_is_reported(monkeypatch):
     scorer = LpipsScorer("cpu")
     with pytest.warns(RuntimeWarning, match="LPIPS is unavailable"):
         assert not scorer.available
-    assert scorer.reason == "OSError: could not download the vgg weights"
+    assert scorer.reason.startswith("OSError: could not download the vgg weights; ")
+    assert "inference.lpips_vgg16_path" in scorer.reason and scorer.backend is None
     assert scorer(torch.rand(3, 16, 16), torch.rand(3, 16, 16)).isnan().all()
 
 
@@ -167,7 +168,7 @@ def test_lpips_available_path_passes_vgg_normalize_and_keeps_shape(monkeypatch):
     scorer = LpipsScorer("cpu")
     pred, target = torch.rand(2, 3, 3, 8, 8) * 2, torch.rand(2, 3, 3, 8, 8)
     out = scorer(pred, target)
-    assert scorer.available and scorer.reason is None
+    assert scorer.available and scorer.reason is None and scorer.backend == "lpips package"
     assert calls["net"] == "vgg" and calls["normalize"] is True
     assert 0 <= calls["range"][0] and calls["range"][1] <= 1  # clamped before scoring
     assert out.shape == (2, 3)

@@ -4,10 +4,14 @@ PSNR, SSIM and LPIPS are per image on images clamped to [0, 1], then averaged by
 (the reference protocol, which LVSM and Efficient-LVSM share with pixelSplat).
 """
 
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from utils.lpips_vgg import HEADS_HELP, VGG16_HELP, LpipsVGG, package_heads_path
 
 # Wang et al. 2004 and the reference's structural_similarity(win_size=11, gaussian_weights=True).
 SSIM_WINDOW = 11
@@ -78,14 +82,21 @@ LPIPS_BUILD_ERRORS = (ImportError, OSError, RuntimeError, ValueError, AttributeE
 class LpipsScorer:
     """LPIPS as the reference evaluation computes it: lpips.LPIPS(net="vgg"), normalize=True.
 
-    Built on first use. When lpips cannot be built here (no package, no torchvision, no weights),
-    `available` is False, `reason` holds the error, one warning is issued, and every call returns
-    NaN scores, so the evaluation writes its other metrics rather than stopping.
+    Two backends. With `vgg16_path`, our own LPIPS-VGG (utils/lpips_vgg.py, no torchvision) from that
+    VGG-16 file and the heads file `heads_path` (None: the copy inside an installed lpips package).
+    Without it, the lpips package. Built on first use. When neither can be built here, `available` is
+    False, `reason` holds why, one warning is issued, and every call returns NaN scores, so the
+    evaluation writes its other metrics rather than stopping. `backend` names the one in use.
     """
 
-    def __init__(self, device: torch.device | str = "cpu"):
+    def __init__(self, device: torch.device | str = "cpu", vgg16_path: str | os.PathLike | None = None,
+                 heads_path: str | os.PathLike | None = None):
         self.device = torch.device(device)
+        self.vgg16_path = None if vgg16_path is None else Path(vgg16_path)
+        self.heads_path = None if heads_path is None else Path(heads_path)
         self._net = None
+        self._ours = False  # our LpipsVGG (takes [0, 1] images) rather than the package's module
+        self._backend: str | None = None
         self._reason: str | None = None
         self._built = False
 
@@ -93,14 +104,38 @@ class LpipsScorer:
         if self._built:
             return
         self._built = True
+        if self.vgg16_path is not None:
+            self._build_ours()
+        else:
+            self._build_package()
+        if self._net is None:
+            warnings.warn(f"LPIPS is unavailable, its scores will be NaN ({self._reason})", RuntimeWarning,
+                          stacklevel=3)
+
+    def _build_ours(self) -> None:
+        if not self.vgg16_path.is_file():
+            where = "" if self.vgg16_path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+            self._reason = f"inference.lpips_vgg16_path={self.vgg16_path}: no such file{where}. {VGG16_HELP}"
+            return
+        try:
+            net = LpipsVGG.from_files(self.vgg16_path, self.heads_path)
+        except (FileNotFoundError, ValueError) as err:  # a file missing, unreadable, or with wrong keys / shapes
+            self._reason = f"{type(err).__name__}: {err}"
+            return
+        self._net, self._ours = net.to(self.device), True
+        heads = self.heads_path if self.heads_path is not None else f"{package_heads_path()} (lpips package)"
+        self._backend = f"ours (VGG-16 {self.vgg16_path}, heads {heads})"
+
+    def _build_package(self) -> None:
         try:
             import lpips
 
             self._net = lpips.LPIPS(net="vgg").to(self.device).eval()
+            self._backend = "lpips package"
         except LPIPS_BUILD_ERRORS as err:
-            self._reason = f"{type(err).__name__}: {err}"
-            warnings.warn(f"LPIPS is unavailable, its scores will be NaN ({self._reason})", RuntimeWarning,
-                          stacklevel=3)
+            self._reason = (f"{type(err).__name__}: {err}; or set inference.lpips_vgg16_path (and "
+                            f"inference.lpips_heads_path) for our LPIPS-VGG, which needs neither the lpips "
+                            f"package nor torchvision. {VGG16_HELP} {HEADS_HELP}")
 
     @property
     def available(self) -> bool:
@@ -113,6 +148,12 @@ class LpipsScorer:
         self._build()
         return self._reason
 
+    @property
+    def backend(self) -> str | None:
+        """"ours (VGG-16 <file>, heads <file>)" or "lpips package"; None when unavailable."""
+        self._build()
+        return self._backend
+
     @torch.no_grad()
     def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-image LPIPS: pred, target [..., 3, h, w] in [0, 1] -> [...] (float32), NaN if unavailable."""
@@ -121,5 +162,7 @@ class LpipsScorer:
         if not self.available:
             return torch.full(lead, float("nan"), dtype=torch.float32, device=pred.device)
         x, y = (t.detach().float().clamp(0, 1).reshape(-1, *t.shape[-3:]).to(self.device) for t in (pred, target))
-        scores = self._net(x, y, normalize=True)  # [N, 1, 1, 1]; normalize: inputs in [0, 1], not [-1, 1]
+        # the package's module: [N, 1, 1, 1], normalize=True for inputs in [0, 1]; ours: [N], [0, 1] inputs
+        scores = self._net(x, y) if self._ours else self._net(x, y, normalize=True)
         return scores.float().reshape(lead).to(pred.device)
+
