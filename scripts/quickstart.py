@@ -16,29 +16,90 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from configs.schema import config_from_dict, load_config
 from data import synthetic
 from data.factory import build_dataset
-from evaluation.protocol import evaluate_scenes, write_outputs
+from evaluation.protocol import evaluate_scenes, lpips_scorer, write_outputs
 from utils.config import to_dict
 from utils.distributed import init_distributed
-from utils.metrics import LpipsScorer
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The quick start's data, chosen by the experiments in docs/quickstart_experiments.md (which list the
+# alternatives and their numbers): image size, frames per scene, and how scenes look and move.
+DATA_SIZE = 32
+DATA_FRAMES = 32
+DATA_STYLE = synthetic.Style(textures="shared", tile_scale=3.0)
 
-def evaluate(cfg, model, test_dir: Path, out: Path, device) -> dict:
+
+def evaluate(cfg, model, test_dir: Path, out: Path, device, video: bool = True) -> dict:
     """The held-out scenes at their evaluation index (2 inputs, 3 targets) through the evaluation
-    pipeline of inference.py: per-image and per-scene tables, summary.json and index.html in `out`."""
+    pipeline of inference.py: per-image and per-scene tables, summary.json and index.html in `out`;
+    with `video`, the walk video of the first held-out scene (`walk_video`), linked from the gallery."""
     cfg = config_from_dict(to_dict(cfg), ["training.num_views=5", "training.num_input_views=2",
                                           "training.num_target_views=3", "training.square_crop=true"])
     dataset = build_dataset(cfg, test_dir / "full_list.txt", eval_index=test_dir / "evaluation_index.json")
     out.mkdir(parents=True, exist_ok=True)
     rows = evaluate_scenes(cfg, model.to(device), dataset, list(range(len(dataset))), device, contextlib.nullcontext,
-                           out, LpipsScorer(device))
+                           out, lpips_scorer(cfg, device), progress="evaluating")
+    if video:
+        scene, path = walk_video(cfg, model, test_dir, out, device)
+        for row in rows:
+            if row["scene"] == scene:
+                row["video"] = path
     header = {"model": "Quick start: tiny Efficient-LVSM", "scene_list": str(test_dir / "full_list.txt"),
               "counts": {k: v for k, v in dataset.counts.items() if not k.endswith("names")}}
     return write_outputs(out, header, rows)
+
+
+VIDEO_BEYOND = 4  # frames of the walk before the first and after the last input view
+VIDEO_SCALE = 4  # nearest-neighbour upscaling of the tiny frames
+
+
+def walk_video(cfg, model, test_dir: Path, out: Path, device, scene_index: int = 0) -> tuple[str, str]:
+    """A video of held-out scene `scene_index` along its own camera walk, from VIDEO_BEYOND frames
+    before its first input view to VIDEO_BEYOND after its last, rendered from the two input views of
+    the evaluation index: each frame is [render | ground truth], so parallax and errors show.
+    Returns (scene key, video path relative to out)."""
+    from data.scene_format import read_scene_json
+    from demo.session import find_scene, load_scene
+    from model.render import render_cameras
+    from utils.video import write_video
+
+    first, last = pose_check_frames(test_dir, scene_index)
+    _, meta = find_scene(test_dir / "full_list.txt", scene_index)
+    frames = list(range(max(0, first - VIDEO_BEYOND), min(len(read_scene_json(meta)["frames"]), last + VIDEO_BEYOND + 1)))
+    scene = load_scene(cfg, test_dir / "full_list.txt", scene_index, frames=frames)  # poses normalized over the walk
+    ins = [frames.index(first), frames.index(last)]
+    renders = render_cameras(model, scene.images[ins].to(device), scene.c2w[ins].to(device),
+                             scene.fxfycxcy[ins].to(device), scene.c2w, scene.fxfycxcy)
+    pairs = torch.cat([renders, scene.images], dim=-1)  # [f, 3, h, 2w]
+    pairs = pairs.repeat_interleave(VIDEO_SCALE, -2).repeat_interleave(VIDEO_SCALE, -1)
+    path = write_video(pairs, out / "videos" / f"{meta.stem}_walk.mp4", fps=8)
+    print(f"video of held-out scene {meta.stem} along its walk (frames {frames[0]}-{frames[-1]}, inputs {first} and "
+          f"{last}; left: render, right: ground truth): {path}")
+    return meta.stem, path.relative_to(out).as_posix()
+
+
+def pose_check(cfg, model, test_dir: Path, out: Path, scene_index: int = 0) -> dict:
+    """The pose check on held-out scene `scene_index`, its evaluation-index input views: renders at the
+    input cameras (MIN_INPUT_PSNR_QUICKSTART dB or more) and along the rotation and shift sweeps."""
+    from demo.session import load_scene
+    from evaluation.pose_check import run_pose_check, summary_lines, write_outputs as write_pose_outputs
+
+    scene = load_scene(cfg, test_dir / "full_list.txt", scene_index, frames=pose_check_frames(test_dir, scene_index))
+    report, pictures = run_pose_check(model, scene.images, scene.c2w, scene.fxfycxcy,
+                                      min_input_psnr=MIN_INPUT_PSNR_QUICKSTART)
+    report.update(scene=scene.name, input_frames=scene.frames)
+    write_pose_outputs(out, report, pictures)
+    print(f"pose check on held-out scene {scene.name}, input frames {scene.frames} ({out}):")
+    print("\n".join(summary_lines(report)))
+    return report
+
+
+MIN_INPUT_PSNR_QUICKSTART = 25.0  # dB at the input cameras: the quick start's goal
 
 
 def pose_check_frames(test_dir: Path, scene_index: int = 0) -> list[int]:
@@ -57,7 +118,8 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     data = out / "data"
     start = time.time()
-    counts = synthetic.generate(data, "rooms", args.scenes, args.test_scenes, frames=32, size=64, seed=0, workers=2, progress=True)
+    counts = synthetic.generate(data, "rooms", args.scenes, args.test_scenes, frames=DATA_FRAMES, size=DATA_SIZE, seed=0,
+                                workers=2, progress=True, style=DATA_STYLE)
     print(f"synthetic rooms in {data}: {counts['train']} train, {counts['test']} test scenes "
           f"({counts['written']} rendered now, {time.time() - start:.0f} s)")
 
@@ -77,11 +139,17 @@ def main(argv=None) -> dict:
     from model.checkpoint import checkpoints
     model = build_model(cfg.model)
     ckpt = load_weights(model, checkpoints(cfg.training.checkpoint_dir)[-1])
+    model.eval()
     summary = evaluate(cfg, model, data / "test", out / "results", dist.device)
-    summary.update(step=int(ckpt["step"]), train_seconds_this_run=train_seconds, train_result_step=result["step"])
+    report = pose_check(cfg, model, data / "test", out / "results" / "pose_check")
+    summary.update(step=int(ckpt["step"]), train_seconds_this_run=train_seconds, train_result_step=result["step"],
+                   pose_check={"scene": report["scene"], "input_frames": report["input_frames"],
+                               "psnr_at_input_cameras": report["input_cameras"]["psnr"], "ok": report["ok"],
+                               "problems": report["problems"]},
+                   total_seconds_this_run=time.time() - start)
     (out / "results" / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(f"\nheld-out PSNR {summary['psnr']:.2f} dB over {summary['images']} images of {summary['scenes']} scenes; "
-          f"baselines: nearest input view {summary['psnr_nearest_view']:.2f} dB, mean image "
+    print(f"\nheld-out PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.3f} over {summary['images']} images of "
+          f"{summary['scenes']} scenes; baselines: nearest input view {summary['psnr_nearest_view']:.2f} dB, mean image "
           f"{summary['psnr_mean_image']:.2f} dB (margin {summary['margin_db']:+.2f} dB)")
     print(f"results: {out / 'results' / 'summary.json'}, per image: {out / 'results' / 'per_image.csv'}")
     print(f"gallery: {(out / 'results' / 'index.html').resolve()}")

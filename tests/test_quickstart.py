@@ -24,3 +24,9 @@ def test_quickstart_tiny(tmp_path, capsys):
     assert all(not p.startswith("/") for p in files)
     out = capsys.readouterr().out
     assert "held-out PSNR" in out and "index.html" in out
+    # The walk video of the first held-out scene, linked from its gallery rows, and the pose check.
+    videos = {entry.get("video") for entry in data if entry.get("video")}
+    assert len(videos) == 1 and (results / videos.pop()).stat().st_size > 0
+    check = summary["pose_check"]
+    assert len(check["psnr_at_input_cameras"]) == 2 and isinstance(check["ok"], bool)
+    assert (results / "pose_check" / "pose_check.json").is_file() and "pose sensitivity" in out
