@@ -1,10 +1,11 @@
-"""Cameras of the user's own photos: COLMAP text models, nerfstudio / instant-ngp transforms.json and
+"""Cameras of the user's own photos: COLMAP models (binary or text), nerfstudio / instant-ngp transforms.json and
 plain JSON, read into the project's convention (utils.geometry: c2w with OpenCV axes, fxfycxcy in
 pixels of the image file as stored, pixel centres at +0.5 as COLMAP and nerfstudio also use).
 
 | format          | file                       | pose as stored             | camera axes |
 |-----------------|----------------------------|----------------------------|-------------|
 | COLMAP text     | cameras.txt + images.txt   | w2c (qw qx qy qz, tx ty tz) | opencv      |
+| COLMAP binary   | cameras.bin + images.bin   | w2c (the same, as float64)  | opencv      |
 | transforms.json | frames[].transform_matrix  | c2w                        | opengl      |
 | plain JSON      | frames[].c2w / w2c / pose  | per key; "pose" needs pose= | opencv      |
 
@@ -20,6 +21,7 @@ written for another size of the same aspect ratio are rescaled to the image file
 
 import json
 import math
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,12 @@ COLMAP_MODELS = {
     "FULL_OPENCV": ("fx", "fy", "cx", "cy", "k1", "k2", "p1", "p2", "k3", "k4", "k5", "k6"),
 }
 DISTORTION_KEYS = ("k", "k1", "k2", "k3", "k4", "k5", "k6", "p1", "p2")
+# Binary models store the model as an id (the order of CAMERA_MODEL_DEFINITIONS in models.h) and the
+# parameters without a count: every model's parameter count, the fisheye ones included, so that a
+# model we do not render from is named rather than misread.
+COLMAP_MODEL_IDS = {0: ("SIMPLE_PINHOLE", 3), 1: ("PINHOLE", 4), 2: ("SIMPLE_RADIAL", 4), 3: ("RADIAL", 5),
+                    4: ("OPENCV", 8), 5: ("OPENCV_FISHEYE", 8), 6: ("FULL_OPENCV", 12), 7: ("FOV", 5),
+                    8: ("SIMPLE_RADIAL_FISHEYE", 4), 9: ("RADIAL_FISHEYE", 5), 10: ("THIN_PRISM_FISHEYE", 12)}
 EXIF_ORIENTATION = 0x0112  # the EXIF tag; 1 means upright
 ASPECT_TOL = 0.01  # relative: intrinsics written for a resized copy of the image are rescaled
 
@@ -119,6 +127,23 @@ def _floats(tokens: list[str], where: str) -> list[float]:
         raise ValueError(f"{where}: expected numbers, got {' '.join(tokens)!r}") from None
 
 
+def _camera_intrinsics(model: str, width: float, height: float, params: list[float], where: str) -> dict:
+    """One COLMAP camera (model name, size, parameters) -> intrinsics dict; distortion warned and dropped."""
+    if model not in COLMAP_MODELS:
+        raise ValueError(f"{where}: camera model {model!r} is not supported (supported: {', '.join(COLMAP_MODELS)}); "
+                         f"undistort the images first with `colmap image_undistorter`")
+    names = COLMAP_MODELS[model]
+    if len(params) != len(names):
+        raise ValueError(f"{where}: {model} needs {len(names)} parameters ({' '.join(names)}), got {len(params)}")
+    p = dict(zip(names, params))
+    distortion = {k: v for k, v in p.items() if k in DISTORTION_KEYS and v != 0}
+    if distortion:
+        warnings.warn(f"{where}: {model} distortion {distortion} is ignored (pinhole model); "
+                      f"undistort the images for exact geometry", stacklevel=4)
+    fx, fy = p.get("fx", p.get("f")), p.get("fy", p.get("f"))
+    return {"fx": fx, "fy": fy, "cx": p["cx"], "cy": p["cy"], "w": width, "h": height}
+
+
 def _colmap_cameras(path: Path) -> dict[int, dict]:
     """cameras.txt: CAMERA_ID MODEL WIDTH HEIGHT PARAMS[] -> {id: intrinsics dict}."""
     cams = {}
@@ -126,21 +151,10 @@ def _colmap_cameras(path: Path) -> dict[int, dict]:
         if not line:
             continue
         tok, where = line.split(), f"{path} line {no}"
-        if len(tok) < 4 or tok[1] not in COLMAP_MODELS:
-            raise ValueError(f"{where}: camera model {tok[1] if len(tok) > 1 else line!r} is not supported "
-                             f"(supported: {', '.join(COLMAP_MODELS)}); undistort the images first with "
-                             f"`colmap image_undistorter`")
-        names, values = COLMAP_MODELS[tok[1]], _floats(tok[2:], where)
-        if len(values) != 2 + len(names):
-            raise ValueError(f"{where}: {tok[1]} needs {len(names)} parameters ({' '.join(names)}), "
-                             f"got {len(values) - 2}")
-        p = dict(zip(names, values[2:]))
-        distortion = {k: v for k, v in p.items() if k in DISTORTION_KEYS and v != 0}
-        if distortion:
-            warnings.warn(f"{where}: {tok[1]} distortion {distortion} is ignored (pinhole model); "
-                          f"undistort the images for exact geometry", stacklevel=3)
-        fx, fy = p.get("fx", p.get("f")), p.get("fy", p.get("f"))
-        cams[int(tok[0])] = {"fx": fx, "fy": fy, "cx": p["cx"], "cy": p["cy"], "w": values[0], "h": values[1]}
+        if len(tok) < 4:
+            raise ValueError(f"{where}: expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS[], got {line!r}")
+        values = _floats(tok[2:], where)
+        cams[int(tok[0])] = _camera_intrinsics(tok[1], values[0], values[1], values[2:], where)
     return cams
 
 
@@ -156,9 +170,85 @@ def _points_line(line: str) -> bool:
     return True
 
 
+class _Binary:
+    """Little-endian reads from a COLMAP binary file; a short file is an error naming it and the item."""
+
+    def __init__(self, path: Path):
+        if not path.is_file():
+            raise FileNotFoundError(f"COLMAP file not found: {path}")
+        self.path, self.data, self.pos = path, path.read_bytes(), 0
+
+    def read(self, fmt: str, what: str) -> tuple:
+        size = struct.calcsize("<" + fmt)
+        if self.pos + size > len(self.data):
+            raise ValueError(f"{self.path}: truncated at byte {self.pos} of {len(self.data)}, reading {what}")
+        values = struct.unpack_from("<" + fmt, self.data, self.pos)
+        self.pos += size
+        return values
+
+    def name(self, what: str) -> str:
+        end = self.data.find(b"\0", self.pos)
+        if end < 0:
+            raise ValueError(f"{self.path}: truncated at byte {self.pos}, reading {what} (no terminating NUL)")
+        text, self.pos = self.data[self.pos:end].decode("utf-8", errors="replace"), end + 1
+        return text
+
+    def done(self) -> None:
+        if self.pos != len(self.data):
+            raise ValueError(f"{self.path}: {len(self.data) - self.pos} bytes left after the last entry "
+                             f"(not a COLMAP binary model, or a damaged one)")
+
+
+def _colmap_cameras_bin(path: Path) -> dict[int, dict]:
+    """cameras.bin: uint64 count, then per camera int32 id, int32 model id, uint64 width, height,
+    float64 params[count of the model] (COLMAP's reconstruction_io.cc)."""
+    f, cams = _Binary(path), {}
+    (count,) = f.read("Q", "the camera count")
+    for i in range(count):
+        cam_id, model_id, width, height = f.read("iiQQ", f"camera {i}")
+        where = f"{path} camera {i} (CAMERA_ID {cam_id})"
+        if model_id not in COLMAP_MODEL_IDS:
+            raise ValueError(f"{where}: unknown camera model id {model_id} (COLMAP knows 0-{len(COLMAP_MODEL_IDS) - 1})")
+        model, n = COLMAP_MODEL_IDS[model_id]
+        params = list(f.read(f"{n}d", f"the {n} parameters of {where}"))
+        cams[cam_id] = _camera_intrinsics(model, float(width), float(height), params, where)
+    f.done()
+    return cams
+
+
+def _colmap_images_bin(path: Path, cams: dict[int, dict], folder: Path) -> list[RawCamera]:
+    """images.bin: uint64 count, then per image int32 id, float64 qw qx qy qz tx ty tz, int32 camera id,
+    NUL-terminated name, uint64 point count, that many (float64 x, float64 y, int64 point id)."""
+    f, raws = _Binary(path), []
+    (count,) = f.read("Q", "the image count")
+    for i in range(count):
+        image_id, *pose, cam_id = f.read("i7di", f"image {i}")
+        name = f.name(f"the name of image {i}")
+        (points,) = f.read("Q", f"the point count of image {i}")
+        f.read(f"{3 * points}d", f"the {points} points of image {i}") if points else None
+        if cam_id not in cams:
+            raise ValueError(f"{path} image {i} ({name}): CAMERA_ID {cam_id} is not in {folder / 'cameras.bin'}")
+        w2c = torch.eye(4, dtype=torch.float64)
+        w2c[:3, :3], w2c[:3, 3] = _quat_to_rotmat(*pose[:4]), torch.tensor(pose[4:], dtype=torch.float64)
+        raws.append(RawCamera(name, w2c, "w2c", dict(cams[cam_id]), f"{path.name} image {i} (IMAGE_ID {image_id})"))
+    f.done()
+    return raws
+
+
+def _images_base(folder: Path) -> Path:
+    # COLMAP's layout: images/ beside sparse/0 (or the model folder); names are relative to it.
+    return next((d for d in (folder / "images", folder.parent / "images", folder.parent.parent / "images")
+                 if d.is_dir()), folder)
+
+
 def read_colmap(folder: Path) -> CameraFile:
-    """A COLMAP text model folder (cameras.txt, images.txt); frames sorted by image name, names
+    """A COLMAP model folder: the text form (cameras.txt, images.txt) where it is there, else the
+    binary form COLMAP writes by default (cameras.bin, images.bin). Frames sorted by image name, names
     relative to the first `images` folder found in, beside or two levels above the model folder."""
+    if not (folder / "cameras.txt").is_file() and not (folder / "images.txt").is_file():
+        raws = _colmap_images_bin(folder / "images.bin", _colmap_cameras_bin(folder / "cameras.bin"), folder)
+        raws.sort(key=lambda r: r.name)
+        return CameraFile(raws, folder / "images.bin", "colmap", "opencv", _images_base(folder))
     cams = _colmap_cameras(folder / "cameras.txt")
     path, raws = folder / "images.txt", []
     lines = list(_lines(path))
@@ -181,10 +271,7 @@ def read_colmap(folder: Path) -> CameraFile:
         if i < len(lines) and _points_line(lines[i][1]):
             i += 1  # the POINTS2D line that follows every image line
     raws.sort(key=lambda r: r.name)
-    # COLMAP's layout: images/ beside sparse/0 (or the model folder); names are relative to it.
-    base = next((d for d in (folder / "images", folder.parent / "images", folder.parent.parent / "images")
-                 if d.is_dir()), folder)
-    return CameraFile(raws, path, "colmap", "opencv", base)
+    return CameraFile(raws, path, "colmap", "opencv", _images_base(folder))
 
 
 def _load_json(path: Path) -> dict:
@@ -242,32 +329,24 @@ def read_json_cameras(path: Path) -> CameraFile:
     return CameraFile(raws, path, kind, "opengl" if is_transforms else "opencv", path.parent)
 
 
-COLMAP_BINARY = ("cameras.bin", "images.bin", "points3D.bin")
-
-
-def _binary_colmap_hint(folder: Path, given: Path | None = None) -> str:
-    """How to turn a binary COLMAP model into the text model this reader takes."""
-    return (f"{given or folder}: binary COLMAP model, which is not read here; convert it to text with "
-            f"`colmap model_converter --input_path {folder} --output_path {folder} --output_type TXT` "
-            f"and pass --cameras {folder} (the folder with cameras.txt and images.txt)")
+COLMAP_FILES = ("cameras.txt", "images.txt", "cameras.bin", "images.bin", "points3D.bin", "points3D.txt")
 
 
 def read_camera_file(path, fmt: str = "auto") -> CameraFile:
-    """COLMAP folder (or its cameras.txt / images.txt), transforms.json or plain JSON."""
+    """COLMAP folder (or one of its files; text or binary), transforms.json or plain JSON."""
     path = Path(path)
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     if path.is_dir():
-        if (path / "images.txt").is_file() or (path / "cameras.txt").is_file():
+        if any((path / name).is_file() for name in COLMAP_FILES[:4]):
             return read_colmap(path)
-        if any((path / name).is_file() for name in COLMAP_BINARY):
-            raise ValueError(_binary_colmap_hint(path))
         if (path / "transforms.json").is_file():
             return read_json_cameras(path / "transforms.json")
-        raise FileNotFoundError(f"{path}: holds no cameras.txt/images.txt nor transforms.json")
-    if path.name in COLMAP_BINARY or (fmt == "colmap" and path.suffix == ".bin"):
-        raise ValueError(_binary_colmap_hint(path.parent, path))
-    if fmt == "colmap" or path.name in ("cameras.txt", "images.txt"):
+        if (path / "sparse" / "0").is_dir():
+            return read_colmap(path / "sparse" / "0")  # COLMAP's project layout: the first model
+        raise FileNotFoundError(f"{path}: holds no COLMAP model (cameras.txt/images.txt or cameras.bin/images.bin) "
+                                "nor transforms.json")
+    if fmt == "colmap" or path.name in COLMAP_FILES:
         return read_colmap(path.parent)
     cams = read_json_cameras(path)
     if fmt != "auto" and cams.kind != fmt:

@@ -7,12 +7,11 @@
         [--video interpolate|spiral --frames 60] [--image_size H] [--square_crop | --no-square_crop]
         [--config cfg.yaml] [--device cuda] [--chunk 8] [--ignore_extra_images] [--ignore_camera_check]
 
-CAMERAS: a COLMAP text model folder (cameras.txt, images.txt; w2c, OpenCV axes), a nerfstudio /
+CAMERAS: a COLMAP model folder, binary as COLMAP writes it by default (cameras.bin, images.bin) or
+text (cameras.txt, images.txt; w2c, OpenCV axes; a project folder with sparse/0 works too), a nerfstudio /
 instant-ngp transforms.json (c2w, OpenGL axes) or a plain JSON {"frames": [{"image", "c2w" | "w2c",
 "fxfycxcy" | "K"}]} (OpenCV axes). --convention / --pose override the format's defaults (they also
 apply to --target_cameras). Image names are relative to --images, else to the camera file's folder.
-A binary COLMAP model (cameras.bin, images.bin) is not read: the error gives the
-`colmap model_converter ... --output_type TXT` command that makes the text model.
 
 The cameras are checked before rendering: points matched between the input photos must lie on
 their epipolar lines; when another reading of the file (--convention opencv|opengl, --pose c2w|w2c)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,29 @@ def export_colmap(scene: dict, root: Path) -> Path:
     return model
 
 
+def export_colmap_bin(scene: dict, root: Path) -> Path:
+    """sparse/0/{cameras,images,points3D}.bin as COLMAP writes them (little-endian; reconstruction_io.cc),
+    packed here with struct: two cameras (PINHOLE, id 7; SIMPLE_RADIAL with k = 0, id 3) shared by the
+    images in turn, images in reverse id order, some with 2D points."""
+    names, model = _copy_images(scene, root / "images"), root / "sparse" / "0"
+    model.mkdir(parents=True)
+    fx, fy, cx, cy = scene["k"][0].tolist()
+    assert fx == fy  # the synthetic cameras: SIMPLE_RADIAL's single focal length fits them
+    cams = struct.pack("<Q", 2) + struct.pack("<iiQQ4d", 7, 1, SIZE, SIZE, fx, fy, cx, cy) \
+        + struct.pack("<iiQQ4d", 3, 2, SIZE, SIZE, fx, cx, cy, 0.0)
+    model.joinpath("cameras.bin").write_bytes(cams)
+    images = struct.pack("<Q", len(names))
+    for i in reversed(range(len(names))):
+        w2c = invert_pose(scene["c2w"][i])
+        q, t = _rotmat_to_quat(w2c[:3, :3]).tolist(), w2c[:3, 3].tolist()
+        points = [(10.5, 3.25, -1), (4.0, 5.0, 7)] if i % 2 else []
+        images += struct.pack("<i7di", i + 1, *q, *t, 7 if i % 2 else 3) + names[i].encode() + b"\0"
+        images += struct.pack("<Q", len(points)) + b"".join(struct.pack("<ddq", *p) for p in points)
+    model.joinpath("images.bin").write_bytes(images)
+    model.joinpath("points3D.bin").write_bytes(struct.pack("<Q", 0))
+    return model
+
+
 def export_transforms(scene: dict, root: Path, opengl_c2w: torch.Tensor) -> Path:
     """nerfstudio transforms.json: shared intrinsics at the top level, OpenGL c2w per frame."""
     names = _copy_images(scene, root / "images")
@@ -87,6 +111,7 @@ def rooms(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("rooms")
     scene = _synthetic(root / "data", "rooms")
     scene["colmap"] = export_colmap(scene, root / "colmap")
+    scene["colmap_bin"] = export_colmap_bin(scene, root / "colmap_bin")
     scene["transforms"] = export_transforms(scene, root / "nerfstudio", opencv_to_opengl(scene["c2w"]))
     scene["plain"] = export_plain(scene, root / "plain")
     cfg = tiny_config("efficient_lvsm")
@@ -102,7 +127,7 @@ def _run(rooms: dict, cameras: Path, out: Path, *extra: str) -> int:
 
 
 # ----------------------------------------------------------------------------- reading
-@pytest.mark.parametrize("fmt", ["colmap", "transforms", "plain", "scene_json"])
+@pytest.mark.parametrize("fmt", ["colmap", "colmap_bin", "transforms", "plain", "scene_json"])
 def test_cameras_round_trip(rooms, fmt):
     path = rooms["meta"] if fmt == "scene_json" else rooms[fmt]
     posed = read_cameras(path)
@@ -338,14 +363,27 @@ def test_full_ring_of_cameras(tmp_path, rooms, capsys):
     assert "sit at one point" in err and "--pose c2w" in err
 
 
+def test_binary_colmap_model_renders_and_matches_the_text_form(rooms, tmp_path, capsys):
+    """COLMAP's default output: the binary model reads as the text one does, and the command renders from it."""
+    text, binary = read_cameras(rooms["colmap"]), read_cameras(rooms["colmap_bin"])
+    assert binary.names == text.names and torch.equal(binary.c2w, text.c2w)
+    assert torch.equal(binary.fxfycxcy, text.fxfycxcy)
+    project = rooms["colmap_bin"].parent.parent  # a folder with sparse/0 inside is found too
+    assert torch.equal(read_cameras(project).c2w, text.c2w)
+    assert _run(rooms, rooms["colmap_bin"], tmp_path / "out", "--targets", "1") == 0
+    assert len(list((tmp_path / "out" / "targets").glob("*_render.png"))) == 1
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())
+
+
 @pytest.mark.parametrize("name", ["cameras.bin", "images.bin"])
-def test_binary_colmap_gets_the_conversion_command(rooms, tmp_path, capsys, name):
+def test_damaged_binary_colmap_names_the_file(rooms, tmp_path, capsys, name):
     model = tmp_path / "sparse" / "0"
-    model.mkdir(parents=True)
-    for n in ("cameras.bin", "images.bin", "points3D.bin"):
-        (model / n).write_bytes(b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    for given in (model / name, model):
-        assert _run(rooms, given, tmp_path / "out", "--targets", "1") == 1
-        err = capsys.readouterr().err
-        assert str(given) in err and "binary COLMAP model" in err
-        assert f"colmap model_converter --input_path {model} --output_path {model} --output_type TXT" in err
+    shutil.copytree(rooms["colmap_bin"], model)
+    data = (model / name).read_bytes()
+    (model / name).write_bytes(data[:len(data) - 5])  # cut inside the last entry
+    assert _run(rooms, model, tmp_path / "out", "--targets", "1") == 1
+    err = capsys.readouterr().err
+    assert str(model / name) in err and "truncated" in err
+    (model / name).write_bytes(data + b"\0\0")  # trailing bytes: not a COLMAP file
+    assert _run(rooms, model, tmp_path / "out", "--targets", "1") == 1
+    assert "bytes left after the last entry" in capsys.readouterr().err
