@@ -2,6 +2,7 @@
 
     python inference.py --config configs/efficient_lvsm_256.yaml inference.checkpoint_dir=ckpt.pt \\
         training.dataset_path=data/re10k/test/full_list.txt inference_out_dir=outputs/eval
+    python inference.py --checkpoint efficient_lvsm_res256 training.dataset_path=... inference_out_dir=...
     torchrun --nproc_per_node 4 inference.py --config ... (same; each scene is scored once)
 
 The reference's evaluation overrides (its scripts/eval.sh) are accepted as written; those that have
@@ -15,6 +16,7 @@ import sys
 
 import yaml
 
+from configs.released import ReleasedCheckpointError, resolve_checkpoint
 from configs.schema import inert_key_warnings, load_config
 from utils.config import ConfigError
 from utils.distributed import cleanup, init_distributed
@@ -22,12 +24,24 @@ from utils.distributed import cleanup, init_distributed
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="YAML preset of the checkpoint's model")
+    parser.add_argument("--config", default=None, help="YAML preset of the checkpoint's model (default for a "
+                        "released name: its preset)")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint file or released name (configs/released.py, "
+                        "e.g. efficient_lvsm_res256: downloaded into the Hugging Face cache); sets "
+                        "inference.checkpoint_dir")
     parser.add_argument("overrides", nargs="*", help="key=value (the reference's `key = value` also works)")
     args = parser.parse_args(argv)
+    overrides, config = list(args.overrides), args.config
     try:
-        cfg = load_config(args.config, args.overrides)
-    except (ConfigError, FileNotFoundError, yaml.YAMLError) as err:
+        if args.checkpoint is not None:
+            path, preset = resolve_checkpoint(args.checkpoint)
+            config = config or preset
+            overrides.append(f"inference.checkpoint_dir={path}")
+            print(f"checkpoint {path}" + (f" (released {args.checkpoint}), config {config}" if preset else ""))
+        if config is None:
+            raise ConfigError("--config is required (a released --checkpoint name brings its own)")
+        cfg = load_config(config, overrides)
+    except (ConfigError, FileNotFoundError, yaml.YAMLError, ReleasedCheckpointError) as err:
         sys.exit(f"error: {err}")
     from evaluation.protocol import run_evaluation
     from model.checkpoint import CheckpointError  # after the config is known good: imports torch
