@@ -20,6 +20,14 @@ import argparse
 import sys
 
 DEFAULT_HOST = "127.0.0.1"
+DISPLAY_MIN = 256  # renders smaller than this (pixels, shorter side) are shown enlarged by a whole factor
+
+
+def enlarge(image):
+    """uint8 [h, w, 3] repeated by the whole factor that brings its shorter side to DISPLAY_MIN or more
+    (nearest neighbour: every rendered pixel stays one flat block, nothing is interpolated)."""
+    factor = max(1, -(-DISPLAY_MIN // min(image.shape[:2])))
+    return image.repeat(factor, 0).repeat(factor, 1)
 INSTALL_HINT = ("app.py needs gradio, the optional extra 'demo': EXTRAS=demo bash scripts/setup.sh "
                 "(or pip install -c constraints.txt -e \".[demo]\")")
 
@@ -78,7 +86,7 @@ def build_ui(session, gr, trajectory_frames: int = 60):
                 return None, None, "Pick a candidate view to render.", table()
             view = int(view)
             render, cost = session.render_views([view])
-            truth = to_uint8(scene.images[view])
+            truth = enlarge(to_uint8(scene.images[view]))
             note = " (an input view)" if view in session.inputs else " (held out)"
             info = f"view {view}{note}: PSNR {float(psnr(render[0], scene.images[view])):.2f} dB"
         else:
@@ -87,7 +95,7 @@ def build_ui(session, gr, trajectory_frames: int = 60):
             truth, info = None, f"path point {k} of {trajectory_frames}"
         info += (f"; inputs {session.inputs}; render {cost.wall_ms:.1f} ms ({cost.mode}), "
                  f"cache {cost.cache_bytes / 2**20:.2f} MiB")
-        return to_uint8(render[0]), truth, info, table()
+        return enlarge(to_uint8(render[0])), truth, info, table()
 
     def set_inputs(selected, target_kind, view, t):
         session.set_inputs(sorted(int(i) for i in selected))

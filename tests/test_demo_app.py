@@ -78,10 +78,16 @@ def local_session(ckpt, list_file, inputs):
     return session
 
 
-def read_png(path) -> np.ndarray:
+def read_png(path, size: int = 32) -> np.ndarray:
+    """The served image at the render's own size: the app shows small renders enlarged by a whole
+    factor (nearest neighbour), so every factor-th pixel is the rendered one."""
     import imageio.v3 as iio
 
-    return np.asarray(iio.imread(path))[..., :3]
+    image = np.asarray(iio.imread(path))[..., :3]
+    factor = image.shape[0] // size
+    assert factor >= 1 and image.shape[:2] == (size * factor, size * factor)
+    assert np.array_equal(image, image[::factor, ::factor].repeat(factor, 0).repeat(factor, 1))
+    return image[::factor, ::factor]
 
 
 def rows(table) -> list[dict]:
