@@ -35,6 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy.io.matlab import MatReadError
 
+from utils.images import check_vgg_pair
+
 PathLike = Union[str, os.PathLike]
 ConvWeights = Dict[str, Tuple[torch.Tensor, torch.Tensor]]  # name -> (weight [c_out, c_in, 3, 3], bias [c_out])
 
@@ -259,12 +261,7 @@ class PerceptualLoss(nn.Module):
         [0, 255]-scale activations stay finite); under fp16 autocast, whose range they can exceed, it
         runs in fp32. Distances and means are always taken in fp32.
         """
-        if pred.ndim != 4 or pred.shape[1] != 3 or pred.shape != target.shape:
-            raise ValueError(f"pred and target must both be [n, 3, h, w], got {list(pred.shape)} "
-                             f"and {list(target.shape)}")
-        if min(pred.shape[-2:]) < _MIN_SIZE:
-            raise ValueError(f"images must be at least {_MIN_SIZE}x{_MIN_SIZE} pixels (relu5_2 comes after four "
-                             f"2x2 poolings), got {list(pred.shape[-2:])}")
+        check_vgg_pair(pred, target, _MIN_SIZE, "relu5_2")
         pred, target = pred.float(), target.detach().float()
         device_type = pred.device.type
         fp16 = torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.float16

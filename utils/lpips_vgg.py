@@ -29,6 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.images import check_vgg_pair
+
 PathLike = Union[str, os.PathLike]
 
 # VGG-16 is configuration D of Simonyan & Zisserman (ICLR 2015, Table 1): blocks of 3x3 convolutions
@@ -214,12 +216,7 @@ class LpipsVGG(nn.Module):
     @torch.no_grad()
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """pred, target [n, 3, h, w] in [0, 1], h, w >= 16 -> LPIPS [n] (float32)."""
-        if pred.ndim != 4 or pred.shape[1] != 3 or pred.shape != target.shape:
-            raise ValueError(f"LPIPS: pred and target must both be [n, 3, h, w], got {list(pred.shape)} "
-                             f"and {list(target.shape)}")
-        if min(pred.shape[-2:]) < MIN_SIZE:
-            raise ValueError(f"LPIPS: images must be at least {MIN_SIZE}x{MIN_SIZE} pixels (relu5_3 comes after "
-                             f"four 2x2 poolings), got {list(pred.shape[-2:])}")
+        check_vgg_pair(pred, target, MIN_SIZE, "relu5_3", prefix="LPIPS: ")
         n = pred.shape[0]
         x = torch.cat([pred, target]).float() * 2 - 1  # normalize=True: [0, 1] -> [-1, 1]; [2n, 3, h, w]
         total = torch.zeros(n, device=x.device)
