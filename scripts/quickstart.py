@@ -2,12 +2,16 @@
 
     python -m scripts.quickstart [--out experiments/quickstart] [key=value ...]
 
-1. Generates the synthetic rooms (64 px) under OUT/data unless they are there already.
-2. Trains configs/tiny.yaml on them (resumes if stopped; about 7 minutes on 2 CPU cores, 9 at most).
+1. Generates the synthetic rooms (32 px; textures from one distribution for train and test, 3x the
+   original texture scale) under OUT/data unless they are there already.
+2. Trains configs/quickstart.yaml on them (resumes if stopped; about 6 minutes on 2 CPU cores, 7.5 at most).
 3. Renders the held-out test scenes at the evaluation index's views and scores them against the two
    trivial baselines (the input view whose camera is nearest, and the mean of the input views),
    writing OUT/results/per_image.csv, per_scene.csv, summary.json and index.html, through the
    evaluation pipeline of inference.py (evaluation/protocol.py).
+4. Runs the pose check on the first held-out scene (OUT/results/pose_check/) and writes a video of
+   that scene along its own camera walk, between and beyond its two input views, render beside
+   ground truth (OUT/results/videos/, linked from the gallery).
 """
 
 import argparse
@@ -26,9 +30,10 @@ from utils.config import to_dict
 from utils.distributed import init_distributed
 
 ROOT = Path(__file__).resolve().parents[1]
+PRESET = ROOT / "configs" / "quickstart.yaml"
 
-# The quick start's data, chosen by the experiments in docs/quickstart_experiments.md (which list the
-# alternatives and their numbers): image size, frames per scene, and how scenes look and move.
+# The quick start's data, chosen by the experiments in docs/README.md (scripts/quickstart_experiments.py
+# lists the alternatives): image size, frames per scene, and how scenes look and move.
 DATA_SIZE = 32
 DATA_FRAMES = 32
 DATA_STYLE = synthetic.Style(textures="shared", tile_scale=3.0)
@@ -123,15 +128,15 @@ def main(argv=None) -> dict:
     print(f"synthetic rooms in {data}: {counts['train']} train, {counts['test']} test scenes "
           f"({counts['written']} rendered now, {time.time() - start:.0f} s)")
 
-    cfg = load_config(ROOT / "configs" / "tiny.yaml", [
+    cfg = load_config(PRESET, [
         f"training.dataset_path={data / 'train' / 'full_list.txt'}",
         f"training.checkpoint_dir={out / 'checkpoints'}", "training.device=cpu",
-        "training.train_time=0.15",  # a guard: stop (and checkpoint) after 9 minutes on a slow machine
+        "training.train_time=0.125",  # a guard: stop (and checkpoint) after 7.5 minutes on a slow machine
         *args.overrides])
     from training.loop import train  # imports torch and the models
     dist = init_distributed("cpu")
     started = time.time()
-    result = train(cfg, dist, to_dict(load_config(ROOT / "configs" / "tiny.yaml")))
+    result = train(cfg, dist, to_dict(load_config(PRESET)))
     train_seconds = time.time() - started
 
     # Evaluate the final weights: the newest checkpoint, read back as a user would.
