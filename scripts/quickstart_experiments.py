@@ -8,7 +8,7 @@ evaluation and runs the pose check on one held-out scene.
 
 `run` appends one JSON line per experiment to OUT/results.jsonl (settings, steps, wall time,
 held-out PSNR, SSIM, baselines, pose check numbers) and keeps each run's metrics.jsonl; `report`
-writes DOCS/quickstart_experiments.csv (the table), DOCS/quickstart_curves.csv and, with matplotlib,
+writes DOCS/quickstart_experiments.csv and .md (the table), DOCS/quickstart_curves.csv and, with matplotlib,
 DOCS/quickstart_curves.png (training PSNR and held-out PSNR against wall time). `list` prints the
 experiments. Run them on an otherwise idle machine: the budget is wall time.
 """
@@ -181,6 +181,15 @@ def report(out: Path, docs: Path) -> None:
             ip = r["pose_input_psnr"]
             writer.writerow({**r, "pose_input_psnr_mean": round(sum(ip) / len(ip), 2),
                              "overrides": " ".join(r["overrides"])})
+    lines = ["| run | what changes | steps | train s | held-out PSNR | SSIM | best baseline | margin | "
+             "PSNR at input cameras | follows |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ip, problems = r["pose_input_psnr"], " ".join(r["pose_problems"])
+        follows = ", ".join(w for w, k in (("rotation", "rotate_y:"), ("shift", "shift_x:")) if k not in problems)
+        lines.append(f"| {r['name']} | {r['note']} | {r['steps']} | {r['train_wall_s']:.0f} | {r['heldout_psnr']:.2f} | "
+                     f"{r['heldout_ssim']:.3f} | {max(r['psnr_nearest_view'], r['psnr_mean_image']):.2f} | "
+                     f"{r['margin_db']:+.2f} | {', '.join(f'{x:.1f}' for x in ip)} | {follows or 'neither'} |")
+    (docs / "quickstart_experiments.md").write_text("\n".join(lines) + "\n")
     curves = []
     for r in rows:
         lines = (out / "runs" / r["name"] / "metrics.jsonl").read_text().splitlines()
