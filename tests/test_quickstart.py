@@ -9,7 +9,8 @@ from scripts.quickstart import main
 def test_quickstart_tiny(tmp_path, capsys):
     summary = main(["--out", str(tmp_path), "--scenes", "4", "--test_scenes", "2", "training.train_steps=2",
                     "training.batch_size_per_gpu=2", "training.view_selector.max_frame_dist=16",
-                    "model.transformer.d=32", "model.transformer.n_layer=1", "training.checkpoint_every=2"])
+                    "model.transformer.d=32", "model.transformer.d_head=16", "model.transformer.n_layer=1",
+                    "training.checkpoint_every=2"])
     assert summary["images"] == 6 and summary["scenes"] == 2 and summary["step"] == 2
     assert summary["counts"] == {"evaluated": 2, "skipped_by_index": 0, "missing_on_disk": 0, "not_in_index": 0,
                                  "duplicate_scene_key": 0, "malformed_in_index": 0}
