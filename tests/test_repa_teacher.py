@@ -140,5 +140,5 @@ def test_teacher_folder_errors(dirs, tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="weights"):
         DinoTeacher(tmp_path, "dinov2", 1)
     monkeypatch.setitem(sys.modules, "transformers", None)
-    with pytest.raises(ImportError, match="pip install transformers"):
+    with pytest.raises(ImportError, match=r"the optional extra .repa.: pip install -c constraints.txt"):
         DinoTeacher(tmp_path, "dinov2", 1)
