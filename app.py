@@ -1,7 +1,12 @@
 """Incremental novel view synthesis demo (gradio): add and remove input views, render any camera.
 
+    python app.py                        # the shipped showcase model on its held-out synthetic rooms
     python app.py --checkpoint ckpt.pt --data data/test/full_list.txt --scene 0 [--config cfg.yaml]
                   [--max_views 16] [--port 7860] [--host 127.0.0.1]
+
+Without --checkpoint the demo opens on the shipped showcase model (checkpoints/showcase.pt); without
+--data, on the held-out scenes of the checkpoint's own data settings (a showcase checkpoint records
+them), generated into experiments/showcase/data the first time.
 
 Tick candidate views to make them inputs: Efficient-LVSM encodes only the view just ticked and
 appends it to its SceneCache (unticking removes its keys and values); LVSM models re-encode every
@@ -34,9 +39,12 @@ INSTALL_HINT = ("app.py needs gradio, the optional extra 'demo': EXTRAS=demo bas
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default=None, help="model checkpoint; without one the weights are random (UI tests)")
+    p.add_argument("--checkpoint", default="showcase", help="model checkpoint or released name (default: showcase, "
+                   "the model shipped in checkpoints/)")
+    p.add_argument("--random_weights", action="store_true", help="no checkpoint: random weights (UI smoke tests)")
     p.add_argument("--config", default=None, help="YAML config; default: the one the checkpoint holds")
-    p.add_argument("--data", required=True, help="scene list file (full_list.txt)")
+    p.add_argument("--data", default=None, help="scene list file (full_list.txt); default: the held-out scenes of "
+                   "the checkpoint's data settings (showcase checkpoints record them)")
     p.add_argument("--scene", default="0", help="scene name (JSON file stem) or index in the list")
     p.add_argument("--max_views", type=int, default=16, help="candidate views, spread evenly over the scene")
     p.add_argument("--trajectory_frames", type=int, default=60, help="points on the path slider")
@@ -55,13 +63,28 @@ def build_session(args):
     from evaluation.checkpoint import load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, cfg, _ = load_model(args.checkpoint, args.config, device)
-    if args.checkpoint is None:
-        print("warning: no --checkpoint, the model has random weights: renders are noise, costs are real")
-    scene = load_scene(cfg, args.data, args.scene, max_views=args.max_views)
+    checkpoint = None if args.random_weights else args.checkpoint
+    model, cfg, ckpt = load_model(checkpoint, args.config, device)
+    if checkpoint is None:
+        print("warning: --random_weights: renders are noise, costs are real")
+    scene = load_scene(cfg, args.data or default_scenes(ckpt, checkpoint), args.scene, max_views=args.max_views)
     session = DemoSession(model, scene, amp=device == "cuda")
     session.set_inputs(sorted({0, scene.num_views // 2}))
     return session
+
+
+def default_scenes(ckpt, checkpoint) -> str:
+    """The held-out scene list of the data settings a checkpoint records (`data`, as showcase.pt does),
+    generated into experiments/showcase/data if missing; an error when it records none."""
+    from pathlib import Path
+
+    from data import synthetic
+
+    if not ckpt or not isinstance(ckpt.get("data"), dict):
+        raise SystemExit(f"error: --data is needed: {checkpoint or 'a random model'} records no data settings")
+    root = Path(__file__).resolve().parent / "experiments" / "showcase" / "data"
+    synthetic.generate_from_settings(root, ckpt["data"], train=False)
+    return str(root / "test" / "full_list.txt")
 
 
 def build_ui(session, gr, trajectory_frames: int = 60):

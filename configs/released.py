@@ -1,7 +1,7 @@
-"""Released checkpoints by name: where each lives on the Hugging Face hub, the config preset it
-fits, and the numbers its authors report. `resolve_checkpoint` turns a name into a local file
-through huggingface_hub (its usual cache, HF_HOME / HF_HUB_CACHE, HF_HUB_OFFLINE respected); a
-path is returned as it is.
+"""Released checkpoints by name: where each lives on the Hugging Face hub (or, for `showcase`, in this
+repository), the config preset it fits, and the numbers its authors report. `resolve_checkpoint`
+turns a name into a local file through huggingface_hub (its usual cache, HF_HOME / HF_HUB_CACHE,
+HF_HUB_OFFLINE respected); a shipped name gives its file in the checkout; a path is returned as it is.
 
     path, config = resolve_checkpoint("efficient_lvsm_res256")
 """
@@ -13,6 +13,7 @@ from typing import Optional
 from utils.config import suggest
 
 PRESETS = Path(__file__).resolve().parent
+SHIPPED_DIR = PRESETS.parent / "checkpoints"  # checkpoints that ship with the repository
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,15 @@ class Released:
     psnr: Optional[float] = None  # RealEstate10K, as the authors report it (None: not reported)
     ssim: Optional[float] = None
     lpips: Optional[float] = None
+    shipped: bool = False  # in this repository (SHIPPED_DIR / filename), not on the hub
 
     @property
     def config_path(self) -> Path:
         return PRESETS / self.config
+
+    @property
+    def local_path(self) -> Path:
+        return SHIPPED_DIR / self.filename
 
 
 RELEASED = {
@@ -44,6 +50,10 @@ RELEASED = {
     # model table gives PSNR 29.67 on RealEstate10K.
     "lvsm_decoder_only_256": Released("coast01/LVSM", "scene_decoder_only_256.pt", "lvsm_decoder_only.yaml",
                                       "LVSM decoder-only, RealEstate10K, 256 px", 29.67),
+    # Ours: trained for hours on 2 CPU cores on the built-in synthetic rooms (scripts/train_showcase.py);
+    # its numbers, on held-out synthetic rooms, are in checkpoints/showcase.json.
+    "showcase": Released("", "showcase.pt", "showcase.yaml", "Efficient-LVSM, synthetic rooms, 32 px (ships here)",
+                         shipped=True),
 }
 
 
@@ -67,6 +77,11 @@ def resolve_checkpoint(name_or_path: str | Path) -> tuple[Path, Optional[Path]]:
                                           f"released: {', '.join(RELEASED)}")
         return path, None
     entry = RELEASED[text]
+    if entry.shipped:
+        if not entry.local_path.is_file():
+            raise ReleasedCheckpointError(f"{text}: {entry.local_path} is missing from this checkout; it ships with "
+                                          "the repository (git checkout -- checkpoints/ brings it back)")
+        return entry.local_path, entry.config_path
     try:
         from huggingface_hub import constants, hf_hub_download
         from huggingface_hub.errors import LocalEntryNotFoundError

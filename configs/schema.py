@@ -62,6 +62,7 @@ class TrainingConfig:
     view_min: int = 2
     view_max: int = 2
     num_workers: int = 4
+    cache_frames: bool = False  # scenes: keep decoded frames in memory (per loading process; pays with num_workers 0)
     num_threads: int = 8
     prefetch_factor: int = 32
     # optimization (reference Efficient-LVSM values)
@@ -72,7 +73,8 @@ class TrainingConfig:
     beta2: float = 0.95
     weight_decay: float = 0.05
     warmup: int = 3000
-    scheduler_type: str = "cosine"  # both reference trainers: `get("scheduler_type", "cosine")`
+    scheduler_type: str = "cosine"  # both reference trainers: `get("scheduler_type", "cosine")`; "wsd": ours
+    decay_fraction: float = 0.2  # scheduler_type "wsd": the share of the steps over which lr falls to 0
     train_steps: int = 100000
     train_epochs: Optional[float] = None  # Efficient-LVSM: the run length (training/run_plan.py)
     train_time: Optional[float] = None  # hours; Efficient-LVSM: 12 when unset
@@ -105,6 +107,7 @@ class TrainingConfig:
     eval_dataset_path: Optional[str] = None
     eval_index_path: Optional[str] = None
     eval_max_scenes: int = 64
+    eval_input_views: Optional[int] = None  # input views of the held-out evaluation (None: num_input_views)
     checkpoint_every: int = 2000
     checkpoint_every_epoch: Optional[float] = None  # Efficient-LVSM only
     checkpoint_every_time: Optional[float] = None  # hours; Efficient-LVSM: 1 when unset
@@ -231,7 +234,7 @@ POSITIVE = ("training.train_steps", "training.checkpoint_every", "training.print
 NOT_NEGATIVE = {"training.vis_every": "never", "training.eval_every": "never", "training.keep_checkpoints": "keep all",
                 "training.num_workers": "load in the training process"}  # key -> what 0 means
 POSITIVE_OR_NULL = ("training.train_epochs", "training.train_time", "training.checkpoint_every_epoch",
-                    "training.checkpoint_every_time")
+                    "training.checkpoint_every_time", "training.eval_input_views")
 DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 

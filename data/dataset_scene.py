@@ -115,6 +115,7 @@ class SceneDataset(torch.utils.data.Dataset):
         max_frame_dist: int = 192,
         eval_index: Optional[str | Path] = None,
         seed: int = 0,
+        cache_frames: bool = False,
     ):
         self.scene_paths = read_scene_list(list_file)
         self.image_size, self.patch, self.square_crop = image_size, patch_size, square_crop
@@ -122,6 +123,9 @@ class SceneDataset(torch.utils.data.Dataset):
         self.scene_scale_factor = scene_scale_factor
         self.min_frame_dist, self.max_frame_dist = min_frame_dist, max_frame_dist
         self.seed, self.epoch = seed, 0
+        # cache_frames: each frame decoded once and kept (uint8, in this process), each scene JSON parsed once
+        self.frame_cache: Optional[dict] = {} if cache_frames else None
+        self.scene_cache: Optional[dict] = {} if cache_frames else None
         self.index: Optional[dict] = None
         self.index_problems: list[tuple[str, str]] = []  # (scene key, reason): left out of the evaluation
         self.counts = {"scenes": len(self.scene_paths)}
@@ -196,7 +200,7 @@ class SceneDataset(torch.utils.data.Dataset):
         images, intrinsics = [], []
         for i in frame_ids:
             path = resolve_path(frames[i]["image_path"], scene_path)
-            img, k = load_view(path, frames[i]["fxfycxcy"], self.image_size, self.patch, self.square_crop)
+            img, k = self.load_view(path, frames[i]["fxfycxcy"])
             images.append(img)
             intrinsics.append(k)
         w2c = torch.tensor([frames[i]["w2c"] for i in frame_ids], dtype=torch.float64)  # [v, 4, 4]
@@ -210,17 +214,36 @@ class SceneDataset(torch.utils.data.Dataset):
             "scene_name": scene["scene_name"],
         }
 
+    def load_view(self, path: Path, fxfycxcy) -> tuple[torch.Tensor, torch.Tensor]:
+        """`load_view` at this dataset's size, through the frame cache when there is one (the same values:
+        the cache keeps the decoded bytes, and x / 255 in float32 is what load_view computes)."""
+        if self.frame_cache is None:
+            return load_view(path, fxfycxcy, self.image_size, self.patch, self.square_crop)
+        key = (str(path), tuple(fxfycxcy))
+        if key not in self.frame_cache:
+            img, k = load_view(path, fxfycxcy, self.image_size, self.patch, self.square_crop)
+            self.frame_cache[key] = ((img * 255.0).round().to(torch.uint8), k)
+        pixels, k = self.frame_cache[key]
+        return pixels.float() / 255.0, k.clone()
+
+    def read_scene(self, path: Path) -> dict:
+        if self.scene_cache is None:
+            return read_scene_json(path)
+        if path not in self.scene_cache:
+            self.scene_cache[path] = read_scene_json(path)
+        return self.scene_cache[path]
+
     def __getitem__(self, idx: int) -> dict:
         if self.index is not None:  # evaluation: fixed views, errors name the scene
             path = self.scene_paths[idx]
             entry = self.index[path.stem]
             ids = spread_context(entry["context"], self.num_input_views) + entry["target"][:self.num_target_views]
-            return {**self.load(path, read_scene_json(path), ids, idx), "skipped": []}
+            return {**self.load(path, self.read_scene(path), ids, idx), "skipped": []}
         rng = random.Random(hash((self.seed, self.epoch, idx)))
 
         def load(i: int) -> dict:
             path = self.scene_paths[i]
-            scene = read_scene_json(path)
+            scene = self.read_scene(path)
             frame_ids = self.select_frames(len(scene["frames"]), rng)
             if frame_ids is None:
                 raise ValueError(f"{path}: {len(scene['frames'])} frames cannot give {self.num_views} views "

@@ -82,7 +82,8 @@ def build_dataset(cfg, list_file: Optional[str | Path] = None, eval_index: Optio
     return SceneDataset(list_file, image_size=tok.image_size, patch_size=tok.patch_size, num_views=num_views,
                         num_input_views=most_inputs, num_target_views=t.num_target_views, square_crop=t.square_crop,
                         scene_scale_factor=t.scene_scale_factor, min_frame_dist=t.view_selector.min_frame_dist,
-                        max_frame_dist=t.view_selector.max_frame_dist, eval_index=eval_index, seed=seed)
+                        max_frame_dist=t.view_selector.max_frame_dist, eval_index=eval_index, seed=seed,
+                        cache_frames=t.cache_frames and eval_index is None)
 
 
 def _object_dataset(cfg, source: Optional[str | Path], num_views: int, seed: int) -> ObjectDataset:

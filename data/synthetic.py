@@ -388,6 +388,20 @@ def generate(out_dir, kind: str, num_train: int, num_test: int, frames: int = 32
     return {**counts, "written": written, "skipped": len(tasks) - written}
 
 
+def settings_of(kind: str, num_train: int, num_test: int, frames: int, size: int, seed: int, style: Style) -> dict:
+    """The arguments of `generate` as plain data (a checkpoint stores them; generate_from_settings reads them)."""
+    return {"kind": kind, "num_train": num_train, "num_test": num_test, "frames": frames, "size": size,
+            "seed": seed, "style": asdict(style)}
+
+
+def generate_from_settings(out_dir, settings: dict, train: bool = True, workers: int = 2,
+                           progress: bool = True) -> dict:
+    """`generate` with the arguments `settings_of` recorded; with train=False the held-out scenes only."""
+    s = settings
+    return generate(out_dir, s["kind"], s["num_train"] if train else 0, s["num_test"], frames=s["frames"],
+                    size=s["size"], seed=s["seed"], workers=workers, progress=progress, style=Style(**s["style"]))
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output folder (holds train/ and test/)")

@@ -19,7 +19,8 @@ def table() -> list[str]:
     lines = ["name | hub file | config | RealEstate10K PSNR / SSIM / LPIPS (authors)"]
     for name, r in RELEASED.items():
         numbers = " / ".join("-" if v is None else f"{v:g}" for v in (r.psnr, r.ssim, r.lpips))
-        lines.append(f"{name} | {r.repo}/{r.filename} | configs/{r.config} | {numbers}")
+        where = f"checkpoints/{r.filename} (in this repository)" if r.shipped else f"{r.repo}/{r.filename}"
+        lines.append(f"{name} | {where} | configs/{r.config} | {numbers}")
     return lines
 
 

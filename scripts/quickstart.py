@@ -12,6 +12,10 @@
 4. Runs the pose check on the first held-out scene (OUT/results/pose_check/) and writes a video of
    that scene along its own camera walk, between and beyond its two input views, render beside
    ground truth (OUT/results/videos/, linked from the gallery).
+5. Does steps 3 and 4 for the shipped showcase model (checkpoints/showcase.pt, trained for hours by
+   scripts/train_showcase.py) on held-out scenes of its own data settings, generated afresh (the
+   quick start's own held-out scenes when the settings are the same): OUT/results/showcase/, the same
+   files. `--no_showcase` skips it.
 """
 
 import argparse
@@ -39,12 +43,14 @@ DATA_FRAMES = 32
 DATA_STYLE = synthetic.Style(textures="shared", tile_scale=3.0)
 
 
-def evaluate(cfg, model, test_dir: Path, out: Path, device, video: bool = True) -> dict:
+def evaluate(cfg, model, test_dir: Path, out: Path, device, video: bool = True,
+             label: str = "Quick start: tiny Efficient-LVSM") -> dict:
     """The held-out scenes at their evaluation index (2 inputs, 3 targets) through the evaluation
     pipeline of inference.py: per-image and per-scene tables, summary.json and index.html in `out`;
     with `video`, the walk video of the first held-out scene (`walk_video`), linked from the gallery."""
     cfg = config_from_dict(to_dict(cfg), ["training.num_views=5", "training.num_input_views=2",
-                                          "training.num_target_views=3", "training.square_crop=true"])
+                                          "training.num_target_views=3", "training.square_crop=true",
+                                          "training.use_view_masking=false"])
     dataset = build_dataset(cfg, test_dir / "full_list.txt", eval_index=test_dir / "evaluation_index.json")
     out.mkdir(parents=True, exist_ok=True)
     rows = evaluate_scenes(cfg, model.to(device), dataset, list(range(len(dataset))), device, contextlib.nullcontext,
@@ -54,7 +60,7 @@ def evaluate(cfg, model, test_dir: Path, out: Path, device, video: bool = True) 
         for row in rows:
             if row["scene"] == scene:
                 row["video"] = path
-    header = {"model": "Quick start: tiny Efficient-LVSM", "scene_list": str(test_dir / "full_list.txt"),
+    header = {"model": label, "scene_list": str(test_dir / "full_list.txt"),
               "counts": {k: v for k, v in dataset.counts.items() if not k.endswith("names")}}
     return write_outputs(out, header, rows)
 
@@ -118,6 +124,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="experiments/quickstart", help="data, checkpoints and results go here")
     parser.add_argument("--scenes", type=int, default=500, help="training scenes to generate")
     parser.add_argument("--test_scenes", type=int, default=50, help="held-out scenes to generate")
+    parser.add_argument("--no_showcase", action="store_true", help="do not evaluate the shipped showcase model")
     parser.add_argument("overrides", nargs="*", help="training config overrides, key=value")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -145,20 +152,48 @@ def main(argv=None) -> dict:
     model = build_model(cfg.model)
     ckpt = load_weights(model, checkpoints(cfg.training.checkpoint_dir)[-1])
     model.eval()
-    summary = evaluate(cfg, model, data / "test", out / "results", dist.device)
-    report = pose_check(cfg, model, data / "test", out / "results" / "pose_check")
-    summary.update(step=int(ckpt["step"]), train_seconds_this_run=train_seconds, train_result_step=result["step"],
-                   pose_check={"scene": report["scene"], "input_frames": report["input_frames"],
-                               "psnr_at_input_cameras": report["input_cameras"]["psnr"], "ok": report["ok"],
-                               "problems": report["problems"]},
-                   total_seconds_this_run=time.time() - start)
-    (out / "results" / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(f"\nheld-out PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.3f} over {summary['images']} images of "
-          f"{summary['scenes']} scenes; baselines: nearest input view {summary['psnr_nearest_view']:.2f} dB, mean image "
-          f"{summary['psnr_mean_image']:.2f} dB (margin {summary['margin_db']:+.2f} dB)")
-    print(f"results: {out / 'results' / 'summary.json'}, per image: {out / 'results' / 'per_image.csv'}")
-    print(f"gallery: {(out / 'results' / 'index.html').resolve()}")
+    summary = score(cfg, model, data / "test", out / "results", dist.device, "Quick start: tiny Efficient-LVSM", start,
+                    step=int(ckpt["step"]), train_seconds_this_run=train_seconds, train_result_step=result["step"])
+    if not args.no_showcase:
+        summary["showcase"] = showcase(out, data, args.test_scenes, dist.device)
     return summary
+
+
+def score(cfg, model, test_dir: Path, results: Path, device, label: str, started: float, **facts) -> dict:
+    """evaluate + pose_check into `results` (summary.json, per_image.csv, per_scene.csv, index.html,
+    pose_check/, videos/), with `facts` (step, training seconds) and the seconds since `started` in
+    summary.json; prints the numbers."""
+    summary = evaluate(cfg, model, test_dir, results, device, label=label)
+    report = pose_check(cfg, model, test_dir, results / "pose_check")
+    summary.update(**facts, pose_check={"scene": report["scene"], "input_frames": report["input_frames"],
+                                        "psnr_at_input_cameras": report["input_cameras"]["psnr"], "ok": report["ok"],
+                                        "problems": report["problems"]},
+                   total_seconds_this_run=time.time() - started)
+    (results / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"\n{label}: held-out PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.3f} over {summary['images']} "
+          f"images of {summary['scenes']} scenes; baselines: nearest input view {summary['psnr_nearest_view']:.2f} dB, "
+          f"mean image {summary['psnr_mean_image']:.2f} dB (margin {summary['margin_db']:+.2f} dB)")
+    print(f"results: {results / 'summary.json'}, per image: {results / 'per_image.csv'}")
+    print(f"gallery: {(results / 'index.html').resolve()}")
+    return summary
+
+
+def showcase(out: Path, data: Path, test_scenes: int, device) -> dict:
+    """The shipped showcase model on held-out scenes of its own data settings (the checkpoint's `data`),
+    generated afresh: the quick start's own (OUT/data/test) when its settings and count are the same,
+    else OUT/showcase_data."""
+    from evaluation.checkpoint import load_model
+
+    started = time.time()
+    model, cfg, ckpt = load_model("showcase", device=device)
+    settings = ckpt["data"]
+    ours = synthetic.settings_of("rooms", settings["num_train"], test_scenes, DATA_FRAMES, DATA_SIZE, 0, DATA_STYLE)
+    test_root = data if settings == ours else out / "showcase_data"
+    synthetic.generate_from_settings(test_root, settings, train=False, progress=False)
+    hours = (ckpt.get("train_seconds") or 0.0) / 3600
+    return score(cfg, model, test_root / "test", out / "results" / "showcase", device,
+                 f"Showcase model (checkpoints/showcase.pt, step {ckpt['step']}, {hours:.1f} h on 2 CPU cores)", started,
+                 step=int(ckpt["step"]), train_seconds_this_run=0.0, train_result_step=int(ckpt["step"]))
 
 
 if __name__ == "__main__":

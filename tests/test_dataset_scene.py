@@ -116,3 +116,26 @@ def test_make_eval_index(dataset_dir):
     first, last = index["a"]["context"]
     assert last - first == 20 and all(first < t < last for t in index["a"]["target"])
     assert index != make_index(dataset_dir / "full_list.txt", context_gap=20, num_targets=3, seed=1)
+
+
+def test_frame_cache_gives_the_same_samples_and_reads_each_frame_once(dataset_dir, monkeypatch):
+    import data.dataset_scene as ds_module
+
+    kwargs = dict(image_size=32, patch_size=8, num_views=4, min_frame_dist=10, max_frame_dist=30, seed=5)
+    plain = SceneDataset(dataset_dir / "full_list.txt", **kwargs)
+    cached = SceneDataset(dataset_dir / "full_list.txt", cache_frames=True, **kwargs)
+    samples = []
+    for epoch in range(4):
+        plain.set_epoch(epoch)
+        samples += [plain[i] for i in (0, 1)]
+    reads = []
+    real = ds_module.load_view
+    monkeypatch.setattr(ds_module, "load_view", lambda path, *a: reads.append(str(path)) or real(path, *a))
+    for epoch in range(4):
+        cached.set_epoch(epoch)
+        for i in (0, 1):
+            a, b = samples.pop(0), cached[i]
+            for key in ("image", "c2w", "fxfycxcy", "index"):
+                assert torch.equal(a[key], b[key]), key
+    assert len(reads) == len(set(reads)) == len(cached.frame_cache)  # each frame decoded once
+    assert len(reads) < 4 * 2 * 4  # 32 frames were asked for; some came from the cache

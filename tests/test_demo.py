@@ -126,7 +126,8 @@ def test_app_parse_args_defaults_to_localhost_without_gradio():
     import app
 
     args = app.parse_args(["--data", "list.txt"])
-    assert args.host == "127.0.0.1" and args.port == 7860 and args.scene == "0" and args.checkpoint is None
+    assert args.host == "127.0.0.1" and args.port == 7860 and args.scene == "0" and args.checkpoint == "showcase"
+    assert app.parse_args([]).data is None and not args.random_weights
     assert app.parse_args(["--data", "x", "--host", "0.0.0.0"]).host == "0.0.0.0"
     assert had_gradio or "gradio" not in sys.modules
 

@@ -172,6 +172,10 @@ def test_schedule_and_param_groups():
     assert lr_factor(10, 10, 100, "cosine") == pytest.approx(1.0)
     assert lr_factor(100, 10, 100, "cosine") == pytest.approx(0.0, abs=1e-12)
     assert lr_factor(55, 10, 100, "constant") == 1.0
+    # wsd: 1 until the last 20% of the steps, then a line to 0; a longer run takes the same steps until then
+    assert [lr_factor(s, 10, 100, "wsd") for s in (5, 10, 80, 90, 100)] == pytest.approx([0.5, 1, 1, 0.5, 0])
+    assert all(lr_factor(s, 10, 100, "wsd") == lr_factor(s, 10, 150, "wsd") for s in range(81))
+    assert lr_factor(140, 10, 150, "wsd", decay_fraction=0.5) == pytest.approx(10 / 75)
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
     decay, no_decay = param_groups([model], 0.05)
     assert [p.shape for p in decay["params"]] == [(4, 4)] and len(no_decay["params"]) == 3
@@ -258,3 +262,39 @@ def test_no_room_for_a_checkpoint_stops_before_the_first_step(rooms, tmp_path, m
         run_train(overrides(rooms, tmp_path, "efficient_lvsm", "training.train_steps=2"))
     metrics = tmp_path / "metrics.jsonl"
     assert not checkpoints(tmp_path) and (not metrics.exists() or not metrics.read_text().strip())  # no step taken
+
+
+def test_train_seconds_add_up_over_resumes(rooms, tmp_path):
+    """Checkpoints carry the run's training time, resumes summed; every logged line has it too."""
+    args = overrides(rooms, tmp_path, "efficient_lvsm", "training.checkpoint_every=3")
+    run_train(args, max_steps=3)
+    first = _state(checkpoints(tmp_path)[-1])["train_seconds"]
+    run_train(args)
+    second = _state(checkpoints(tmp_path)[-1])["train_seconds"]
+    assert 0 < first < second
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]
+    assert lines[3]["train_seconds"] > first  # the resumed process counts on from the checkpoint's time
+
+
+def test_heldout_evaluation_takes_its_own_input_view_count(rooms, tmp_path, monkeypatch):
+    """training.eval_input_views: held-out PSNR from that many inputs while training draws 1 to 2."""
+    import training.loop as loop
+
+    seen = []
+    real = loop.evaluate_scenes
+
+    def spy(cfg, *args, **kwargs):
+        seen.append(cfg.training.num_input_views)
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate_scenes", spy)
+    extra = [f"training.eval_dataset_path={rooms / 'test' / 'full_list.txt'}",
+             f"training.eval_index_path={rooms / 'test' / 'evaluation_index.json'}", "training.eval_every=2",
+             "training.use_view_masking=true", "training.view_min=1", "training.view_max=2",
+             "training.train_steps=2"]
+    run_train(overrides(rooms, tmp_path / "a", "efficient_lvsm", *extra, "training.eval_input_views=1"))
+    run_train(overrides(rooms, tmp_path / "b", "efficient_lvsm", *extra))
+    assert seen == [1, 2]
+    with pytest.raises(Exception, match="eval_input_views"):
+        load_config(ROOT / "configs" / "tiny.yaml", ["training.eval_input_views=0"])

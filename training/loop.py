@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
+from configs.schema import config_from_dict
 from data.dataset_scene import collate, split_views
 from data.factory import build_dataset, input_views_for_step
 from data.sampler import ResumableSampler
@@ -63,6 +64,13 @@ class Run:
     plan: RunPlan
     step: int = 0
     skipped_scenes: int = 0  # this rank's, since this process started
+    seconds_before: float = 0.0  # training seconds of the run before this process (from the checkpoint)
+    started: float = 0.0  # when this process's training began (time.time())
+    eval_seconds: float = 0.0  # this process's held-out evaluations: not training time
+
+    def train_seconds(self) -> float:
+        """Training wall time of the whole run so far, resumes summed, held-out evaluations excluded."""
+        return self.seconds_before + time.time() - self.started - self.eval_seconds
 
 
 def setup(cfg, dist: DistInfo, preset: Optional[dict] = None) -> Run:
@@ -147,6 +155,7 @@ def restore(run: Run) -> None:
     run.optim.load_state_dict(ckpt["optim_step"])
     set_rng_state(ckpt["rng"])
     run.step = int(ckpt["step"])
+    run.seconds_before = float(ckpt.get("train_seconds", 0.0))  # absent from checkpoints before it was kept
     if run.dist.is_main:
         print(f"resumed from {path} at step {run.step}")
 
@@ -158,7 +167,7 @@ def checkpoint(run: Run) -> None:
                    "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                    "optim_step": run.optim.state_dict(), "step": run.step, "rng": rng_state(),
                    "config": to_dict(run.cfg), "image_size": run.cfg.model.image_tokenizer.image_size,
-                   "code_version": code_version()}
+                   "code_version": code_version(), "train_seconds": run.train_seconds()}
         save_checkpoint(t.checkpoint_dir, run.step, payload, t.keep_checkpoints)
     barrier(run.dist)
 
@@ -223,8 +232,8 @@ def train(cfg, dist: DistInfo, preset: Optional[dict] = None, max_steps: Optiona
     deadline = time.time() + plan.time_limit_s if plan.time_limit_s else None
     last_save = time.time()
     batches = micro_batches(run, run.step * t.grad_accum_steps)
-    bar, last, started, window = progress(run, end), {}, time.time(), (run.step, time.time())
-    eval_seconds = 0.0  # excluded from train_seconds
+    bar, last, window = progress(run, end), {}, (run.step, time.time())
+    run.started = time.time()
     try:
         while run.step < end:
             out = run_guarded(run, batches)
@@ -240,11 +249,10 @@ def train(cfg, dist: DistInfo, preset: Optional[dict] = None, max_steps: Optiona
                 checkpoint(run)
                 last_save = time.time()
             if t.eval_every and (run.step % t.eval_every == 0 or run.step == end or timed_out or interrupted):
-                eval_started = time.time()
+                eval_started, seconds = time.time(), run.train_seconds()
                 last["eval_psnr"] = heldout_psnr(run)
-                run.log.metrics(run.step, {"eval_psnr": last["eval_psnr"],
-                                           "train_seconds": eval_started - started - eval_seconds})
-                eval_seconds += time.time() - eval_started
+                run.log.metrics(run.step, {"eval_psnr": last["eval_psnr"], "train_seconds": seconds})
+                run.eval_seconds += time.time() - eval_started
             if timed_out or interrupted:
                 print(f"stopping at step {run.step}: " + ("time limit" if timed_out else "signal"))
                 break
@@ -282,7 +290,7 @@ def log_step(run: Run, out: dict, bar, window: tuple[int, float]) -> dict:
     values = {k: all_reduce_mean(out[k].detach(), run.dist).item() for k in ("loss", "l2", "psnr", "grad_norm")}
     values.update({k: all_reduce_mean(out[k], run.dist).item() for k in ("perceptual", "repa") if k in out})
     steps, seconds = run.step - window[0], time.time() - window[1]
-    values.update(lr=out["lr"], steps_per_s=steps / max(seconds, 1e-9),
+    values.update(lr=out["lr"], steps_per_s=steps / max(seconds, 1e-9), train_seconds=run.train_seconds(),
                   **{f"steps_{k}": v for k, v in run.optim.counts.items()})
     # Scenes that failed to load and were replaced, over all ranks since this process started.
     skipped = all_reduce_mean(torch.tensor(float(run.skipped_scenes)), run.dist) * run.dist.world_size
@@ -299,8 +307,10 @@ def log_step(run: Run, out: dict, bar, window: tuple[int, float]) -> dict:
 @torch.no_grad()
 def heldout_psnr(run: Run) -> float:
     """Mean per-image PSNR on the first eval_max_scenes held-out scenes, through the evaluation
-    pipeline (rank 0; nan elsewhere)."""
+    pipeline, from eval_input_views input views (rank 0; nan elsewhere)."""
     cfg, t = run.cfg, run.cfg.training
+    if t.eval_input_views is not None:  # e.g. 2 inputs while training draws 2 to 6 (use_view_masking)
+        cfg = config_from_dict(to_dict(cfg), [f"training.num_input_views={t.eval_input_views}"])
     value = math.nan
     if run.dist.is_main:
         if not t.eval_dataset_path:

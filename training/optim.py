@@ -14,7 +14,7 @@ import torch.nn as nn
 from utils.distributed import DistInfo, agree_any
 from utils.precision import AMP_DTYPES, autocast
 
-SCHEDULES = ("constant", "cosine", "linear")  # the reference: transformers' *_schedule_with_warmup
+SCHEDULES = ("constant", "cosine", "linear", "wsd")  # the reference: the first three (transformers')
 
 
 def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
@@ -35,14 +35,20 @@ def build_optimizer(modules: list[nn.Module], training, device: torch.device) ->
                              fused=device.type == "cuda")
 
 
-def lr_factor(step: int, warmup: int, total: int, kind: str) -> float:
+def lr_factor(step: int, warmup: int, total: int, kind: str, decay_fraction: float = 0.2) -> float:
     """Multiplier of the base lr after `step` scheduler steps, as transformers' get_{constant,cosine,
     linear}_schedule_with_warmup (what both reference trainers use): step / warmup during warmup (so the
-    first update has lr 0), then 1, half a cosine to 0 at `total`, or a line to 0 at `total`."""
+    first update has lr 0), then 1, half a cosine to 0 at `total`, or a line to 0 at `total`.
+    "wsd" (warmup, stable, decay; not in the reference): 1 until the last `decay_fraction` of the
+    steps, then a line to 0 at `total`; a run's length can change until its decay begins, and the
+    steps taken so far are those of a run planned with the new length from the start."""
     if step < warmup:
         return float(step) / float(max(1, warmup))
     if kind == "constant":
         return 1.0
+    if kind == "wsd":
+        decay = max(1, round(total * decay_fraction))
+        return min(1.0, max(0.0, float(total - step) / float(decay)))
     if kind == "linear":
         return max(0.0, float(total - step) / float(max(1, total - warmup)))
     progress = float(step - warmup) / float(max(1, total - warmup))
@@ -55,7 +61,7 @@ def build_scheduler(optimizer, training, total_steps: int) -> torch.optim.lr_sch
     if t.scheduler_type not in SCHEDULES:
         raise ValueError(f"training.scheduler_type: {t.scheduler_type!r} is not one of {list(SCHEDULES)}")
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, t.warmup, total_steps, t.scheduler_type))
+        optimizer, lambda step: lr_factor(step, t.warmup, total_steps, t.scheduler_type, t.decay_fraction))
 
 
 class OptimStep:
