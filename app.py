@@ -24,7 +24,10 @@ The server binds to 127.0.0.1 unless --host says otherwise (0.0.0.0 exposes it t
 import argparse
 import sys
 
+from pathlib import Path
+
 DEFAULT_HOST = "127.0.0.1"
+SCENES_DIR = Path(__file__).resolve().parent / "experiments" / "showcase" / "data"  # held-out scenes when no --data
 DISPLAY_MIN = 256  # renders smaller than this (pixels, shorter side) are shown enlarged by a whole factor
 
 
@@ -75,16 +78,13 @@ def build_session(args):
 
 def default_scenes(ckpt, checkpoint) -> str:
     """The held-out scene list of the data settings a checkpoint records (`data`, as showcase.pt does),
-    generated into experiments/showcase/data if missing; an error when it records none."""
-    from pathlib import Path
-
+    generated into SCENES_DIR if missing; an error when it records none."""
     from data import synthetic
 
     if not ckpt or not isinstance(ckpt.get("data"), dict):
         raise SystemExit(f"error: --data is needed: {checkpoint or 'a random model'} records no data settings")
-    root = Path(__file__).resolve().parent / "experiments" / "showcase" / "data"
-    synthetic.generate_from_settings(root, ckpt["data"], train=False)
-    return str(root / "test" / "full_list.txt")
+    synthetic.generate_from_settings(SCENES_DIR, ckpt["data"], train=False)
+    return str(SCENES_DIR / "test" / "full_list.txt")
 
 
 def build_ui(session, gr, trajectory_frames: int = 60):

@@ -23,6 +23,7 @@ import contextlib
 import json
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -125,6 +126,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--scenes", type=int, default=500, help="training scenes to generate")
     parser.add_argument("--test_scenes", type=int, default=50, help="held-out scenes to generate")
     parser.add_argument("--no_showcase", action="store_true", help="do not evaluate the shipped showcase model")
+    parser.add_argument("--showcase_scenes", type=int, default=None,
+                        help="held-out scenes for the showcase model (default: all its data settings name, 50)")
     parser.add_argument("overrides", nargs="*", help="training config overrides, key=value")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -155,7 +158,7 @@ def main(argv=None) -> dict:
     summary = score(cfg, model, data / "test", out / "results", dist.device, "Quick start: tiny Efficient-LVSM", start,
                     step=int(ckpt["step"]), train_seconds_this_run=train_seconds, train_result_step=result["step"])
     if not args.no_showcase:
-        summary["showcase"] = showcase(out, data, args.test_scenes, dist.device)
+        summary["showcase"] = showcase(out, data, args.test_scenes, dist.device, args.showcase_scenes)
     return summary
 
 
@@ -178,15 +181,19 @@ def score(cfg, model, test_dir: Path, results: Path, device, label: str, started
     return summary
 
 
-def showcase(out: Path, data: Path, test_scenes: int, device) -> dict:
-    """The shipped showcase model on held-out scenes of its own data settings (the checkpoint's `data`),
-    generated afresh: the quick start's own (OUT/data/test) when its settings and count are the same,
-    else OUT/showcase_data."""
+def showcase(out: Path, data: Path, test_scenes: int, device, scenes: Optional[int] = None) -> Optional[dict]:
+    """The shipped showcase model on held-out scenes of its own data settings (the checkpoint's `data`;
+    its first `scenes` held-out scenes), generated afresh: the quick start's own (OUT/data/test) when
+    its settings and count are the same, else OUT/showcase_data. None (and a note) if it is missing."""
+    from configs.released import RELEASED
     from evaluation.checkpoint import load_model
 
     started = time.time()
+    if not RELEASED["showcase"].local_path.is_file():
+        print(f"\nno showcase model at {RELEASED['showcase'].local_path}: skipped (it ships with the repository)")
+        return None
     model, cfg, ckpt = load_model("showcase", device=device)
-    settings = ckpt["data"]
+    settings = {**ckpt["data"], "num_test": scenes or ckpt["data"]["num_test"]}
     ours = synthetic.settings_of("rooms", settings["num_train"], test_scenes, DATA_FRAMES, DATA_SIZE, 0, DATA_STYLE)
     test_root = data if settings == ours else out / "showcase_data"
     synthetic.generate_from_settings(test_root, settings, train=False, progress=False)

@@ -24,6 +24,7 @@ import os
 import shutil
 from pathlib import Path
 
+from configs.released import SHIPPED_DIR
 from configs.schema import load_config
 from data import synthetic
 from scripts.quickstart import DATA_FRAMES, DATA_SIZE, DATA_STYLE
@@ -31,14 +32,17 @@ from utils.config import to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "configs" / "showcase.yaml"
-SHIPPED = ROOT / "checkpoints" / "showcase.pt"
-SHIPPED_STATE = ROOT / "checkpoints" / "showcase_state.pt"
+SHIPPED, STATE = "showcase.pt", "showcase_state.pt"
 TRAIN_SCENES, TEST_SCENES, SEED = 8000, 50, 0
 
 
-def data_settings() -> dict:
+def data_settings(train: int = TRAIN_SCENES, test: int = TEST_SCENES) -> dict:
     """What synthetic.generate needs to remake the showcase's scenes (stored in showcase.pt)."""
-    return synthetic.settings_of("rooms", TRAIN_SCENES, TEST_SCENES, DATA_FRAMES, DATA_SIZE, SEED, DATA_STYLE)
+    return synthetic.settings_of("rooms", train, test, DATA_FRAMES, DATA_SIZE, SEED, DATA_STYLE)
+
+
+def scene_count(list_file: Path) -> int:
+    return sum(1 for line in Path(list_file).read_text().splitlines() if line.strip())
 
 
 def config(out: Path, overrides=()):
@@ -50,8 +54,8 @@ def config(out: Path, overrides=()):
         f"training.checkpoint_dir={out / 'checkpoints'}", "training.device=cpu", *overrides])
 
 
-def export(cfg) -> Path:
-    """The newest checkpoint of the run -> SHIPPED (weights and what it is) and SHIPPED_STATE (all of it)."""
+def export(cfg, dest: Path = SHIPPED_DIR) -> Path:
+    """The newest checkpoint of the run -> dest/SHIPPED (weights and what it is) and dest/STATE (all of it)."""
     import torch
 
     from model.checkpoint import checkpoints, read_checkpoint
@@ -60,32 +64,34 @@ def export(cfg) -> Path:
     if not found:
         raise SystemExit(f"error: no checkpoint in {cfg.training.checkpoint_dir} to export")
     ckpt = read_checkpoint(found[-1])
-    shipped = {"model": ckpt["model"], "config": ckpt["config"], "step": int(ckpt["step"]), "data": data_settings(),
+    t = cfg.training
+    data = data_settings(scene_count(t.dataset_path), scene_count(t.eval_dataset_path))
+    shipped = {"model": ckpt["model"], "config": ckpt["config"], "step": int(ckpt["step"]), "data": data,
                "train_seconds": ckpt.get("train_seconds"), "code_version": ckpt.get("code_version"),
                "image_size": ckpt["image_size"]}
-    SHIPPED.parent.mkdir(exist_ok=True)
-    for path, payload in ((SHIPPED, shipped), (SHIPPED_STATE, ckpt)):
-        tmp = path.with_suffix(".tmp")
+    dest.mkdir(parents=True, exist_ok=True)
+    for path, payload in ((dest / SHIPPED, shipped), (dest / STATE, ckpt)):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    print(f"exported step {shipped['step']} of {found[-1]}: {SHIPPED} ({SHIPPED.stat().st_size / 2**20:.1f} MiB), "
-          f"{SHIPPED_STATE} ({SHIPPED_STATE.stat().st_size / 2**20:.1f} MiB)")
-    return SHIPPED
+        os.replace(tmp, path)  # a reader never sees half a file
+    print(f"exported step {shipped['step']} of {found[-1]}: " + ", ".join(
+        f"{dest / name} ({(dest / name).stat().st_size / 2**20:.1f} MiB)" for name in (SHIPPED, STATE)))
+    return dest / SHIPPED
 
 
-def continue_shipped(cfg) -> None:
+def continue_shipped(cfg, source: Path = SHIPPED_DIR) -> None:
     """Seed an empty checkpoint folder with the shipped training state (a folder with checkpoints resumes its own)."""
     from model.checkpoint import checkpoints, read_checkpoint
 
-    folder = Path(cfg.training.checkpoint_dir)
+    folder, state = Path(cfg.training.checkpoint_dir), source / STATE
     if checkpoints(folder):
-        print(f"{folder} holds checkpoints: resuming those, not {SHIPPED_STATE}")
+        print(f"{folder} holds checkpoints: resuming those, not {state}")
         return
-    if not SHIPPED_STATE.is_file():
-        raise SystemExit(f"error: --continue_shipped: {SHIPPED_STATE} not found")
-    step = int(read_checkpoint(SHIPPED_STATE)["step"])
+    if not state.is_file():
+        raise SystemExit(f"error: --continue_shipped: {state} not found")
+    step = int(read_checkpoint(state)["step"])
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(SHIPPED_STATE, folder / f"ckpt_{step:08d}.pt")
+    shutil.copyfile(state, folder / f"ckpt_{step:08d}.pt")
     print(f"starting from the shipped training state, step {step}")
 
 
@@ -95,6 +101,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--export", action="store_true", help="export the newest checkpoint and exit")
     parser.add_argument("--continue_shipped", action="store_true", help="start from checkpoints/showcase_state.pt")
     parser.add_argument("--max_steps", type=int, default=None, help="stop after this many more steps")
+    parser.add_argument("--scenes", type=int, default=TRAIN_SCENES, help="training scenes to generate")
+    parser.add_argument("--test_scenes", type=int, default=TEST_SCENES, help="held-out scenes to generate")
     parser.add_argument("overrides", nargs="*", help="training config overrides, key=value")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -102,7 +110,7 @@ def main(argv=None) -> dict:
     if args.export:
         export(cfg)
         return {}
-    counts = synthetic.generate_from_settings(out / "data", data_settings())
+    counts = synthetic.generate_from_settings(out / "data", data_settings(args.scenes, args.test_scenes))
     print(f"synthetic rooms in {out / 'data'}: {counts['train']} train, {counts['test']} held-out scenes")
     if args.continue_shipped:
         continue_shipped(cfg)

@@ -12,7 +12,7 @@ from configs.schema import config_from_dict
 from data import synthetic
 from demo.session import DemoSession, SceneViews, load_scene
 from model import build_model
-from tests.conftest import random_views, tiny_config
+from tests.conftest import ROOT, random_views, tiny_config
 from utils.geometry import invert_pose, normalize_scene_poses
 
 # The scene loader reads the image size, crop and pose scale from a config (32 px, defaults otherwise).
@@ -139,3 +139,16 @@ def test_app_builds_its_ui_when_gradio_is_installed():
     session = DemoSession(tiny("efficient_lvsm"), random_scene())
     session.set_inputs([0, 2])
     assert isinstance(app.build_ui(session, gr, trajectory_frames=4), gr.Blocks)
+
+
+def test_app_opens_on_the_shipped_model_and_its_held_out_scenes(tmp_path, monkeypatch):
+    import app
+
+    monkeypatch.setattr(app, "SCENES_DIR", tmp_path / "showcase_data")
+    session = app.build_session(app.parse_args(["--device", "cpu"]))
+    assert session.scene.name == "rooms_00000" and session.inputs == [0, session.scene.num_views // 2]
+    assert (tmp_path / "showcase_data" / "test" / "full_list.txt").is_file()
+    images, _ = session.render_views([1])
+    assert images.shape == (1, 3, 32, 32)
+    with pytest.raises(SystemExit, match="--data is needed"):
+        app.build_session(app.parse_args(["--random_weights", "--config", str(ROOT / "configs" / "tiny.yaml")]))

@@ -10,7 +10,7 @@ def test_quickstart_tiny(tmp_path, capsys):
     summary = main(["--out", str(tmp_path), "--scenes", "4", "--test_scenes", "2", "training.train_steps=2",
                     "training.batch_size_per_gpu=2", "training.view_selector.max_frame_dist=16",
                     "model.transformer.d=32", "model.transformer.d_head=16", "model.transformer.n_layer=1",
-                    "training.checkpoint_every=2"])
+                    "training.checkpoint_every=2", "--showcase_scenes", "2"])
     assert summary["images"] == 6 and summary["scenes"] == 2 and summary["step"] == 2
     assert summary["counts"] == {"evaluated": 2, "skipped_by_index": 0, "missing_on_disk": 0, "not_in_index": 0,
                                  "duplicate_scene_key": 0, "malformed_in_index": 0}
@@ -31,3 +31,11 @@ def test_quickstart_tiny(tmp_path, capsys):
     check = summary["pose_check"]
     assert len(check["psnr_at_input_cameras"]) == 2 and isinstance(check["ok"], bool)
     assert (results / "pose_check" / "pose_check.json").is_file() and "pose sensitivity" in out
+    # The shipped showcase model, beside it: the same files and summary keys, on the same held-out scenes.
+    shown = json.loads((results / "showcase" / "summary.json").read_text())
+    assert set(shown) == set(json.loads((results / "summary.json").read_text()))
+    assert shown["images"] == 6 and shown["step"] > 0 and "Showcase model" in shown["model"]
+    assert shown["scene_list"] == str(tmp_path / "data" / "test" / "full_list.txt")
+    for name in ("per_image.csv", "per_scene.csv", "index.html", "pose_check/pose_check.json"):
+        assert (results / "showcase" / name).is_file(), name
+    assert list((results / "showcase" / "videos").glob("*.mp4"))
