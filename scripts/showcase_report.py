@@ -57,8 +57,8 @@ def view_count_curve(cfg, model, test_dir: Path) -> list[dict]:
         novel = [r for r in images if r["novel"]]
         rows.append({"input_views": n, "images": len(images), "psnr": mean(images, "psnr"),
                      "novel_images": len(novel), "psnr_novel": mean(novel, "psnr"),
-                     "psnr_nearest_view": mean(images, "psnr_nearest_view"),
-                     "psnr_mean_image": mean(images, "psnr_mean_image")})
+                     "psnr_nearest_view": mean(novel, "psnr_nearest_view"),  # a target that is an input is
+                     "psnr_mean_image": mean(novel, "psnr_mean_image")})  # its own nearest view: novel ones only
         print(f"{n} input views: PSNR {rows[-1]['psnr']:.2f} dB over {len(images)} targets, "
               f"{rows[-1]['psnr_novel']:.2f} dB over the {len(novel)} that are not inputs")
     return rows
@@ -168,8 +168,8 @@ def markdown(results: dict) -> str:
         ip = ", ".join(f"{x:.1f}" for x in p["psnr_at_input_cameras"])
         lines.append(f"| pose check {p['scene']}: PSNR at the input cameras; verdict | {ip} dB; "
                      f"{'all pass' if p['ok'] else '; '.join(p['problems'])} |")
-    lines += ["", "| input views | PSNR, all targets | PSNR, targets not among the inputs (count) | nearest view | "
-              "mean image |", "|---|---|---|---|---|"]
+    lines += ["", "| input views | PSNR, all targets | PSNR, targets not among the inputs (count) | nearest view (those "
+              "targets) | mean image (those targets) |", "|---|---|---|---|---|"]
     for r in results["views"]:
         lines.append(f"| {r['input_views']} | {r['psnr']:.2f} | {r['psnr_novel']:.2f} ({r['novel_images']}) | "
                      f"{r['psnr_nearest_view']:.2f} | {r['psnr_mean_image']:.2f} |")
