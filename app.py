@@ -23,7 +23,6 @@ The server binds to 127.0.0.1 unless --host says otherwise (0.0.0.0 exposes it t
 
 import argparse
 import sys
-
 from pathlib import Path
 
 DEFAULT_HOST = "127.0.0.1"

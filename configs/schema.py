@@ -248,6 +248,8 @@ def check_values(cfg: DictConfig, where: str = "config") -> None:
         if value is None or not floor_ok:
             need = f"0 or more (0: {NOT_NEGATIVE[key]})" if key in NOT_NEGATIVE else "above 0"
             raise ConfigError(f"{where}: {key}={value} must be {need}")
+    if not 0 < cfg.training.decay_fraction <= 1:
+        raise ConfigError(f"{where}: training.decay_fraction={cfg.training.decay_fraction} must be in (0, 1]")
     device = cfg.training.device
     if device is not None and not DEVICE.fullmatch(device):
         raise ConfigError(f"{where}: training.device={device!r} is not one of null (CUDA when available), 'cpu', "

@@ -69,6 +69,8 @@ def build_dataset(cfg, list_file: Optional[str | Path] = None, eval_index: Optio
     num_views = t.num_views if num_views is None else num_views
     check_view_counts(t, num_views)
     if kind == "object":
+        if t.cache_frames:
+            raise ConfigError("training.cache_frames applies to scene datasets only, not to objects")
         if eval_index is not None:
             raise ConfigError("an evaluation index applies to scene datasets only, not to objects")
         return _object_dataset(cfg, list_file, num_views, t.seed if seed is None else seed)

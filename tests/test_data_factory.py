@@ -55,6 +55,8 @@ def test_object_dataset_from_config(generated):
     centre = torch.linalg.solve(off_axis.sum(0), (off_axis @ c2w[:, :3, 3, None]).sum(0))  # [3, 1]
     uv, depth = project_points(centre.T, c2w, sample["fxfycxcy"].double())
     assert (depth > 0).all() and torch.allclose(uv[:, 0], sample["fxfycxcy"][:, 2:].double(), atol=1e-3)
+    with pytest.raises(ConfigError, match="cache_frames applies to scene datasets"):
+        build_dataset(_cfg(generated / "objects" / "train" / "full_list.txt", dataset_name="object", cache_frames=True))
 
 
 def test_bad_config_and_paths_are_named(generated, tmp_path):

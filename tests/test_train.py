@@ -176,6 +176,9 @@ def test_schedule_and_param_groups():
     assert [lr_factor(s, 10, 100, "wsd") for s in (5, 10, 80, 90, 100)] == pytest.approx([0.5, 1, 1, 0.5, 0])
     assert all(lr_factor(s, 10, 100, "wsd") == lr_factor(s, 10, 150, "wsd") for s in range(81))
     assert lr_factor(140, 10, 150, "wsd", decay_fraction=0.5) == pytest.approx(10 / 75)
+    for bad in ("0", "1.5"):
+        with pytest.raises(Exception, match="decay_fraction"):
+            load_config(ROOT / "configs" / "tiny.yaml", [f"training.decay_fraction={bad}"])
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
     decay, no_decay = param_groups([model], 0.05)
     assert [p.shape for p in decay["params"]] == [(4, 4)] and len(no_decay["params"]) == 3
