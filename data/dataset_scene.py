@@ -263,14 +263,20 @@ def collate(samples: list[dict]) -> dict:
 
 
 def split_views(batch: dict, num_input_views: int, num_target_views: int, target_has_input: bool,
-                generator: Optional[torch.Generator] = None) -> tuple[dict, dict]:
+                generator: Optional[torch.Generator] = None, target_ids: Optional[torch.Tensor] = None
+                ) -> tuple[dict, dict]:
     """Inputs: the first `num_input_views` views. Targets: the last `num_target_views` views, or
-    (target_has_input) views drawn at random among all of them, per sample (reference)."""
+    (target_has_input) views drawn at random among all of them, per sample (reference); or the views
+    `target_ids` [b, v_t] names (a recorded draw)."""
     b, v = batch["c2w"].shape[:2]
     if num_input_views + (0 if target_has_input else num_target_views) > v:
         raise ValueError(f"{num_input_views} input + {num_target_views} target views need more than the "
                          f"{v} views per sample")
-    if target_has_input:
+    if target_ids is not None:
+        if tuple(target_ids.shape) != (b, num_target_views) or not 0 <= int(target_ids.min()) <= int(target_ids.max()) < v:
+            raise ValueError(f"target_ids of shape {list(target_ids.shape)} (values {target_ids.min()}..."
+                             f"{target_ids.max()}) do not name {num_target_views} of the {v} views of {b} samples")
+    elif target_has_input:
         target_ids = torch.stack([torch.randperm(v, generator=generator)[:num_target_views] for _ in range(b)])
     else:
         target_ids = torch.arange(v - num_target_views, v).expand(b, -1)

@@ -6,8 +6,9 @@ import pytest
 
 import training.perceptual
 from configs.schema import config_from_dict
-from tests.test_perceptual import random_matconvnet_convs, write_matconvnet
+from tests.test_perceptual import random_matconvnet_convs
 from training.losses import RenderLoss
+from training.perceptual import write_matconvnet
 from utils.config import ConfigError
 
 REFERENCE_FILE = "metric_checkpoint/imagenet-vgg-verydeep-19.mat"

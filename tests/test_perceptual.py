@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from training.perceptual import (LOSS_LAYERS, TORCHVISION_INDEX, VGG19_CONVS, VGG19_LAYERS, PerceptualLoss,
-                                 VGG19Features, detect_weight_format)
+                                 VGG19Features, detect_weight_format, write_matconvnet)
 
 LOSS_CONVS = [name for name in VGG19_CONVS if VGG19_LAYERS.index(name) <= VGG19_LAYERS.index("relu5_2")]
 
@@ -26,26 +26,6 @@ def random_matconvnet_convs(names, seed=0, override=None):
     return convs
 
 
-def write_matconvnet(path, convs):
-    """A SimpleNN file laid out like imagenet-vgg-verydeep-19.mat: `layers` a 1 x L cell of structs."""
-    entries = []
-    for name in VGG19_LAYERS:
-        if name.startswith("conv"):
-            if name not in convs:
-                continue
-            weights = np.empty((1, 2), dtype=object)
-            weights[0, 0], weights[0, 1] = convs[name][0], convs[name][1].reshape(-1, 1)
-            entries.append({"name": name, "type": "conv", "weights": weights, "size": np.array(
-                [weights[0, 0].shape], dtype=float), "pad": np.ones((1, 4)), "stride": np.ones((1, 2))})
-        elif name.startswith("relu"):
-            entries.append({"name": name, "type": "relu", "leak": 0.0})
-        else:
-            entries.append({"name": name, "type": "pool", "method": "max", "pool": np.array([[2.0, 2.0]])})
-    layers = np.empty((1, len(entries)), dtype=object)
-    for i, entry in enumerate(entries):
-        layers[0, i] = entry
-    meta = {"normalization": {"averageImage": np.array([[[123.68, 116.779, 103.939]]])}}
-    scipy.io.savemat(str(path), {"layers": layers, "meta": meta})
 
 
 def torchvision_state(convs):

@@ -36,6 +36,29 @@ def test_shipped_reference_vectors_pass(reference_dir):
     assert result.stdout.count("ok ") == len(files)
 
 
+def test_training_reference_files_pass(reference_dir):
+    """Our trainer's update, fed the batches recorded from the authors' train.py, reproduces its steps."""
+    files = sorted((reference_dir / "training").glob("*.pt"))
+    assert files
+    result = _run(*files)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("ok ") == len(files) and "final_rel_l2" in result.stdout
+
+
+def test_training_file_mismatch_fails(reference_dir, tmp_path):
+    data = torch.load(reference_dir / "training" / "efficient_lvsm_train.pt", weights_only=True)
+    data["steps"][2]["loss"] *= 1.001  # a loss off by 1e-3 relative
+    data["steps"][3]["skipped"] = True  # an update the reference skipped and we applied
+    torch.save(data, tmp_path / "bad.pt")
+    result = _run(tmp_path / "bad.pt")
+    assert result.returncode == 1 and result.stdout.startswith("FAIL")
+    assert "over: loss, update_and_skip_mismatches" in result.stdout, result.stdout
+    del data["final_state"]
+    torch.save(data, tmp_path / "short.pt")
+    result = _run(tmp_path / "short.pt")
+    assert result.returncode == 1 and "lacks ['final_state']" in result.stdout
+
+
 def _record(tmp_path, kind, b, v_in, v_t, h, w, prefix=""):
     """A file in the reference format, rendered by our model (tests the reader, not the numbers)."""
     class_names = {"efficient_lvsm": "model.efficient_lvsm.Images2LatentScene",

@@ -83,11 +83,8 @@ def setup(cfg, dist: DistInfo, preset: Optional[dict] = None) -> Run:
     model = build_model(cfg.model).to(dist.device)
     model.grad_checkpoint_every = t.grad_checkpoint_every if t.gradient_checkpoint else 0
     repa = build_aligner(cfg, model).to(dist.device) if t.enable_repa else None  # projectors + frozen teacher
-    loss = RenderLoss(t).to(dist.device)
+    loss, optimizer, scheduler, optim = optimization(cfg, dist, model, repa, plan.total_steps)
     owners = [model] + ([repa] if repa is not None else [])
-    optimizer = build_optimizer(owners, t, dist.device)
-    scheduler = build_scheduler(optimizer, t, plan.total_steps)
-    optim = OptimStep(t, [p for m in owners for p in m.parameters() if p.requires_grad], optimizer, dist.device, dist)
     sampler = ResumableSampler(len(dataset), t.batch_size_per_gpu, dist.rank, dist.world_size, t.seed)
     if dist.is_main:  # model + AdamW's two moments (+ REPA's projectors): fail now, not at the first save
         check_room(t.checkpoint_dir, checkpoint_bytes(owners))
@@ -108,6 +105,19 @@ def setup(cfg, dist: DistInfo, preset: Optional[dict] = None) -> Run:
     if dist.is_main:
         print(start_report(cfg, run, preset))
     return run
+
+
+def optimization(cfg, dist: DistInfo, model: nn.Module, repa: Optional[nn.Module], total_steps: int):
+    """What an update needs beside the model: (loss, AdamW with its parameter groups, the schedule over
+    total_steps, OptimStep: autocast, clipping, the skip guard). setup() and scripts/check_training.py
+    build it here, so the reference check runs the trainer's own parts."""
+    t = cfg.training
+    loss = RenderLoss(t).to(dist.device)
+    owners = [model] + ([repa] if repa is not None else [])
+    optimizer = build_optimizer(owners, t, dist.device)
+    scheduler = build_scheduler(optimizer, t, total_steps)
+    optim = OptimStep(t, [p for m in owners for p in m.parameters() if p.requires_grad], optimizer, dist.device, dist)
+    return loss, optimizer, scheduler, optim
 
 
 def init_or_resume_note(t) -> Optional[str]:
@@ -191,15 +201,27 @@ def micro_batches(run: Run, start: int) -> Iterator[dict]:
 
 
 def train_step(run: Run, batches: Iterator[dict]) -> dict:
-    """One optimizer step over grad_accum_steps micro-batches; returns detached metrics."""
-    t, dev = run.cfg.training, run.dist.device
+    """One optimizer step over grad_accum_steps micro-batches of `batches`, split into inputs and
+    targets (the step's input-view count; targets drawn from (seed, step, micro-batch, rank))."""
+    t = run.cfg.training
     n_in = input_views_for_step(t, run.step)
-    totals = {}
-    for micro in range(t.grad_accum_steps):
-        batch = next(batches)
-        run.skipped_scenes += len(batch["skipped"])
-        g = torch.Generator().manual_seed((t.seed * 1_000_003 + run.step) * 1009 + micro * 31 + run.dist.rank)
-        inputs, targets = split_views(batch, n_in, t.num_target_views, t.target_has_input, generator=g)
+
+    def splits() -> Iterator[tuple[dict, dict]]:  # lazily: one micro-batch in memory at a time
+        for micro in range(t.grad_accum_steps):
+            batch = next(batches)
+            run.skipped_scenes += len(batch["skipped"])
+            g = torch.Generator().manual_seed((t.seed * 1_000_003 + run.step) * 1009 + micro * 31 + run.dist.rank)
+            yield split_views(batch, n_in, t.num_target_views, t.target_has_input, generator=g)
+    return update(run, splits())
+
+
+def update(run: Run, pairs: Iterator[tuple[dict, dict]]) -> dict:
+    """One optimizer step from grad_accum_steps (inputs, targets) micro-batches: forward, loss,
+    backward of loss / grad_accum_steps, then OptimStep (clip, skip guard, AdamW) and the schedule.
+    Returns detached metrics (means over the micro-batches; each one's parts in "micro")."""
+    t, dev = run.cfg.training, run.dist.device
+    totals, per_micro = {}, []
+    for micro, (inputs, targets) in enumerate(pairs):
         inputs, targets = ({k: v.to(dev, non_blocking=True) for k, v in d.items()} for d in (inputs, targets))
         last = micro == t.grad_accum_steps - 1
         sync = run.trainee.no_sync() if run.dist.distributed and not last else contextlib.nullcontext()
@@ -210,6 +232,7 @@ def train_step(run: Run, batches: Iterator[dict]) -> dict:
                 loss = loss + t.proj_loss_weight * aux if run.repa is not None else loss
             run.optim.backward(loss / t.grad_accum_steps)
         parts = {**parts, "loss": loss.detach(), **({"repa": aux.detach()} if run.repa is not None else {})}
+        per_micro.append(parts)
         for k, v in parts.items():
             totals[k] = totals.get(k, 0.0) + v.float() / t.grad_accum_steps
     lr = run.optimizer.param_groups[0]["lr"]  # the rate this step applies (0 at step 0: warmup from 0)
@@ -217,7 +240,7 @@ def train_step(run: Run, batches: Iterator[dict]) -> dict:
     run.scheduler.step()
     run.step += 1
     last_views = (inputs["image"], targets["image"], pred.detach())
-    return {**totals, "grad_norm": norm, "applied": applied, "views": last_views, "lr": lr}
+    return {**totals, "grad_norm": norm, "applied": applied, "views": last_views, "lr": lr, "micro": per_micro}
 
 
 def train(cfg, dist: DistInfo, preset: Optional[dict] = None, max_steps: Optional[int] = None) -> dict:

@@ -13,7 +13,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.config import ConfigError
-from utils.metrics import psnr
 
 VGG_HELP = ("set training.perceptual_weights_path to a local VGG-19 file: the MatConvNet "
             "imagenet-vgg-verydeep-19.mat the reference uses (MatConvNet's pretrained models page), or a "
@@ -52,7 +51,8 @@ class RenderLoss(nn.Module):
         """pred, target [b, v_t, 3, h, w] in [0, 1] -> (weighted total, detached parts incl. psnr)."""
         l2 = F.mse_loss(pred.float(), target.float())
         total = self.l2_weight * l2
-        parts = {"l2": l2.detach(), "psnr": psnr(pred.detach(), target).mean()}
+        # The reference's training PSNR: -10 log10 of the batch's MSE (not a mean of per-image PSNRs).
+        parts = {"l2": l2.detach(), "psnr": -10.0 * torch.log10(l2.detach())}
         if self.perceptual is not None:
             perceptual = self.perceptual(pred.flatten(0, 1), target.flatten(0, 1))
             total = total + self.perceptual_weight * perceptual

@@ -147,6 +147,30 @@ def _read_torchvision(path: Path, names: Sequence[str]) -> ConvWeights:
     return out
 
 
+def write_matconvnet(path: PathLike, convs: Dict[str, Tuple[np.ndarray, np.ndarray]]) -> None:
+    """A SimpleNN .mat file laid out like imagenet-vgg-verydeep-19.mat (`layers`, a 1 x L cell of
+    structs, and the mean image) holding `convs`: {name: (kernel [kh, kw, c_in, c_out], bias [c_out])}
+    in MatConvNet's layout. For seeded weights (the reference check's VGG recipe) and tests."""
+    entries = []
+    for name in VGG19_LAYERS:
+        if name.startswith("conv"):
+            if name not in convs:
+                continue
+            weights = np.empty((1, 2), dtype=object)
+            weights[0, 0], weights[0, 1] = convs[name][0], convs[name][1].reshape(-1, 1)
+            entries.append({"name": name, "type": "conv", "weights": weights, "size": np.array(
+                [weights[0, 0].shape], dtype=float), "pad": np.ones((1, 4)), "stride": np.ones((1, 2))})
+        elif name.startswith("relu"):
+            entries.append({"name": name, "type": "relu", "leak": 0.0})
+        else:
+            entries.append({"name": name, "type": "pool", "method": "max", "pool": np.array([[2.0, 2.0]])})
+    layers = np.empty((1, len(entries)), dtype=object)
+    for i, entry in enumerate(entries):
+        layers[0, i] = entry
+    meta = {"normalization": {"averageImage": np.array([[[123.68, 116.779, 103.939]]])}}
+    scipy.io.savemat(str(path), {"layers": layers, "meta": meta})
+
+
 def read_vgg19_weights(path: PathLike, names: Sequence[str]) -> Tuple[ConvWeights, str]:
     """Weights of the convs ``names`` in torch layout, and the file's format ('matconvnet' / 'torchvision')."""
     path = Path(path)
