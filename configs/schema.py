@@ -24,8 +24,8 @@ from utils.config import ConfigError, build_config, read_yaml, schema_paths
 
 @dataclass
 class ViewSelectorConfig:
-    min_frame_dist: int = 25  # reference defaults (LVSM scene configs)
-    max_frame_dist: int = 192
+    min_frame_dist: int = 25  # reference defaults: both authors' scene loaders
+    max_frame_dist: int = 100  # (`get("max_frame_dist", 100)`); every published YAML sets 192
 
 
 @dataclass

@@ -61,12 +61,14 @@ def build_dataset(cfg, list_file: Optional[str | Path] = None, eval_index: Optio
                   seed: Optional[int] = None, num_views: Optional[int] = None):
     """The dataset training.dataset_name names, reading list_file (training.dataset_path by default).
     With eval_index (scenes only), the fixed evaluation views of that pixelSplat index. `num_views`:
-    frames per training sample (training.num_views by default; the trainer passes its family's)."""
+    frames per training sample (training.num_views by default; the trainer passes its family's; with
+    an eval_index, num_input_views + num_target_views, as the reference's inference.py overwrites it)."""
     t, tok = cfg.training, cfg.model.image_tokenizer
     kind = DATASETS.get(t.dataset_name)
     if kind is None:
         raise ConfigError(f"training.dataset_name: unknown dataset {t.dataset_name!r}; choose one of {list(DATASETS)}")
-    num_views = t.num_views if num_views is None else num_views
+    if num_views is None:  # evaluation: the reference's inference.py sets num_views = inputs + targets
+        num_views = t.num_input_views + t.num_target_views if eval_index is not None else t.num_views
     check_view_counts(t, num_views)
     if kind == "object":
         if t.cache_frames:

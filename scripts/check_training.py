@@ -108,7 +108,10 @@ def trainer(cfg, data: dict, path: Path) -> Run:
     torch.manual_seed(t.seed)
     model = build_model(cfg.model)
     load_weights(model, {"model": data["init_state"]}, name=f"{path}: init_state")
-    plan = plan_run(cfg, t.dataset_len or len(data["batches"]) * t.batch_size_per_gpu, 1)
+    # The length of the reference's dataset: its config's dataset_len (a key our trainer does not read;
+    # here our run plan derives the run length from it, as from a real dataset's length).
+    scenes = data["config"]["training"].get("dataset_len") or len(data["batches"]) * t.batch_size_per_gpu
+    plan = plan_run(cfg, scenes, 1)
     if plan.total_steps != data["total_param_update_steps"]:
         raise ValueError(f"{path}: our run plan gives {plan.total_steps} updates ({plan.line}), the file "
                          f"{data['total_param_update_steps']}")

@@ -39,6 +39,12 @@ def test_scene_dataset_from_config(generated):
     assert ev.counts["evaluated"] == 2
     entry = json.loads((test / "evaluation_index.json").read_text())[ev[0]["scene_name"]]
     assert ev[0]["index"][:, 0].tolist() == entry["context"] + entry["target"][:2]
+    # The reference's inference.py sets num_views = inputs + targets: 6 + 3 evaluate under num_views 4.
+    ev = build_dataset(_cfg(test / "full_list.txt", num_input_views=6, num_target_views=3), test / "full_list.txt",
+                       eval_index=test / "evaluation_index.json")
+    assert ev[0]["image"].shape[0] == 9
+    with pytest.raises(ConfigError, match="num_views=4"):
+        build_dataset(_cfg(test / "full_list.txt", num_input_views=6, num_target_views=3))  # training still checks
 
 
 def test_object_dataset_from_config(generated):

@@ -21,6 +21,9 @@ def test_autocast_is_a_no_op_on_cpu_unless_asked():
         assert _matmul_dtype() == torch.bfloat16  # the reference check's bf16 numerics on the CPU
     with autocast("cpu", "bf16", enabled=False, on_cpu=True):
         assert _matmul_dtype() == torch.float32
+    for dtype in ("fp32", "tf32"):  # the reference accepts them: full precision, even where asked
+        with autocast("cpu", dtype, enabled=True, on_cpu=True):
+            assert _matmul_dtype() == torch.float32
     with pytest.raises(ValueError, match="'fp8'"):
         autocast("cpu", "fp8")
 

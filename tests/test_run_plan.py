@@ -130,7 +130,11 @@ def test_family_defaults_and_bad_values():
     assert plan.total_steps == 3000 and plan.time_limit_s == 12 * 3600 and plan.save_every_s == 3600
     lvsm = load_config(REF / "LVSM_scene_decoder_only.yaml", ["training.train_epochs=3"])
     plan = plan_run(lvsm, dataset_len=100, world_size=4)
-    assert plan.total_steps == 100000 and plan.time_limit_s is None and plan.save_every_steps == 2000
+    assert plan.total_steps == 100000 and plan.time_limit_s is None and plan.save_every_forward == 2000
+    # LVSM's checkpoint_every counts forward passes: with accumulation 2 and 3, updates 2, 3, 5, 6 hold them
+    acc = plan_run(load_config(REF / "LVSM_scene_decoder_only.yaml", ["training.grad_accum_steps=2",
+                                                                      "training.checkpoint_every=3"]), 100, 1)
+    assert [s for s in range(1, 8) if acc.save_due(s, 2)] == [2, 3, 5, 6] and not acc.save_every_steps
     assert any("train_epochs" in item for item in plan.ignored)
     assert load_config(REF / "LVSM_scene_decoder_only.yaml").training.scheduler_type == "cosine"
     for bad in ("training.train_time=0", "training.train_epochs=-1", "training.checkpoint_every=0"):

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from utils.distributed import DistInfo, agree_any
-from utils.precision import AMP_DTYPES, autocast
+from utils.precision import AMP_DTYPES, autocast, check_amp_dtype
 
 SCHEDULES = ("constant", "cosine", "linear", "wsd")  # the reference: the first three (transformers')
 
@@ -69,10 +69,10 @@ class OptimStep:
 
     def __init__(self, training, params: list[torch.Tensor], optimizer, device: torch.device, dist: DistInfo):
         t = training
-        if t.amp_dtype not in AMP_DTYPES:
-            raise ValueError(f"training.amp_dtype: {t.amp_dtype!r} is not one of {list(AMP_DTYPES)}")
-        self.enabled = bool(t.use_amp) and device.type == "cuda"  # fp32 on CPU: same code path
-        self.dtype, self.amp_dtype = AMP_DTYPES[t.amp_dtype], t.amp_dtype
+        check_amp_dtype(t.amp_dtype)
+        # fp32 on CPU (same code path), and for the reference's amp_dtype fp32 / tf32
+        self.enabled = bool(t.use_amp) and device.type == "cuda" and t.amp_dtype in AMP_DTYPES
+        self.dtype, self.amp_dtype = AMP_DTYPES.get(t.amp_dtype, torch.float32), t.amp_dtype
         self.device, self.dist, self.params, self.optimizer = device, dist, params, optimizer
         self.clip, self.limit = t.grad_clip_norm, t.grad_clip_norm * t.allowed_gradnorm_factor
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.enabled and self.dtype == torch.float16)

@@ -4,7 +4,8 @@ Each model family's reference trainer has its own rules, and a config of that fa
 that the authors' YAML files train what the authors' code would:
 
 - LVSM (Haian-Jin/LVSM `train.py`): `train_steps` optimizer steps; a checkpoint every
-  `checkpoint_every` steps; `num_views` as configured. It reads neither `train_epochs` nor the
+  `checkpoint_every` forward passes (optimizer steps without accumulation; with it, the update that
+  holds every `checkpoint_every`-th forward pass); `num_views` as configured. It reads neither `train_epochs` nor the
   time keys; we honour `train_time` and `checkpoint_every_time` when a config sets them (a safety
   net the reference lacks; its own YAMLs set neither).
 - Efficient-LVSM (Ayakaee/Efficient-LVSM `train.py`): `num_views = num_input_views +
@@ -87,15 +88,21 @@ def plan_run(cfg, dataset_len: int, world_size: int) -> RunPlan:
             ignored.append(f"training.train_epochs={t.train_epochs:g} (the LVSM trainer reads train_steps)")
     if total < 1:
         raise ConfigError(f"the run has {total} steps: {how}; raise training.train_epochs or lower the batch")
-    save_forward, save_steps = 0, t.checkpoint_every
+    save_forward, save_steps = 0, t.checkpoint_every  # ours and Efficient-LVSM without epochs: steps
+    if fam == "lvsm":
+        save_forward, save_steps = t.checkpoint_every, 0  # the LVSM trainer counts forward passes
     if fam == "efficient_lvsm" and t.checkpoint_every_epoch is not None:
         save_forward, save_steps = int(dataset_len * t.checkpoint_every_epoch // effective) + 1, 0
     elif t.checkpoint_every_epoch is not None:
         ignored.append(f"training.checkpoint_every_epoch={t.checkpoint_every_epoch:g} (the LVSM trainer saves every "
                        "checkpoint_every steps)")
     line = f"{total} steps: {how}" + (f", capped by train_time={hours:g} h" if hours else ", no time limit")
-    saves = (f"every {save_forward} forward passes (checkpoint_every_epoch={t.checkpoint_every_epoch:g})"
-             if save_forward else f"every {save_steps} steps")
+    if not save_forward:
+        saves = f"every {save_steps} steps"
+    elif fam == "lvsm":
+        saves = f"every {save_forward} forward passes (checkpoint_every)"
+    else:
+        saves = f"every {save_forward} forward passes (checkpoint_every_epoch={t.checkpoint_every_epoch:g})"
     line += f"; checkpoints {saves}" + (f" and every {every_hours:g} h" if every_hours else "")
     return RunPlan(total, hours * 3600 if hours else None, save_steps, save_forward,
                    every_hours * 3600 if every_hours else None, line, ignored)
