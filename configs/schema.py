@@ -93,6 +93,7 @@ class TrainingConfig:
     enable_repa: bool = False
     proj_loss_weight: float = 0.5
     proj_loss_type: str = "sl1"
+    repa_teacher_eval: bool = False  # ours: keep the teacher in eval mode (the reference trains it in train mode)
     perceptual_weights_path: Optional[str] = None  # VGG-19: MatConvNet .mat or a torchvision state dict
     # checkpoints, resume, evaluation and logging
     checkpoint_dir: str = "./experiments/checkpoints"  # also holds metrics.jsonl and images/

@@ -88,6 +88,28 @@ def test_teacher_target_is_block_T_before_the_norm(dirs, kind, layer):
     assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.train().training
 
 
+def test_teacher_mode_follows_the_trainer_as_the_references(dirs):
+    """The reference's model.train() reaches its teacher: DINOv3 (pos_embed_rescale 2) then rescales its
+    RoPE coordinates at random, DINOv2 computes the same as in eval mode. training.repa_teacher_eval
+    keeps it in eval mode."""
+    images = torch.rand(2, 3, 16, 16)
+    for kind in ("dinov3", "dinov2"):
+        teacher = DinoTeacher(dirs[kind], kind, 2, follow_train_mode=True)
+        still = teacher(images, (2, 2))
+        teacher.train()
+        assert teacher.training and teacher.encoder.training
+        moving = [teacher(images, (2, 2)) for _ in range(2)]
+        assert torch.equal(moving[0], moving[1]) == (kind == "dinov2")
+        if kind == "dinov2":
+            torch.testing.assert_close(moving[0], still)
+        assert not teacher.eval().training
+    assert not DinoTeacher(dirs["dinov3"], "dinov3", 2).train().training  # follow_train_mode=False
+    from training.repa import AlignPoint, RepaAligner
+    aligner = RepaAligner(DinoTeacher(dirs["dinov3"], "dinov3", 2, follow_train_mode=True), 32,
+                          [AlignPoint("self_cross_blocks", 0, "target")], projector_dim=8)
+    assert aligner.train().teacher.training and not aligner.eval().teacher.training  # the trainer's mode reaches it
+
+
 def test_same_grid_is_no_resize(dirs):
     """The authors' setting: DINOv3 at 512 px gives 32 x 32 tokens, the 256-px renderer's grid with
     patch 8; the final bicubic resize is then the identity."""

@@ -100,7 +100,7 @@ def setup(cfg, dist: DistInfo, preset: Optional[dict] = None) -> Run:
     if dropped:
         print(f"{run.log.metrics_path}: moved {dropped} line(s) after step {run.step} (logged by a previous run after "
               f"the checkpoint this run starts from) to {run.log.dropped_path}; those steps are taken again")
-    trainee = Trainee(torch.compile(model) if t.use_compile else model, repa)
+    trainee = Trainee(torch.compile(model) if t.use_compile else model, repa).train()  # reaches REPA's teacher
     run.trainee = DistributedDataParallel(trainee) if dist.distributed else trainee
     if dist.is_main:
         print(start_report(cfg, run, preset))

@@ -175,6 +175,11 @@ class RepaAligner(nn.Module):
     def teacher(self) -> DinoTeacher:
         return self._teacher[0]
 
+    def train(self, mode: bool = True) -> "RepaAligner":
+        super().train(mode)
+        self.teacher.train(mode)  # unregistered, so by hand; DinoTeacher decides whether it follows
+        return self
+
     def _apply(self, fn, recurse=True):
         self.teacher._apply(fn, recurse)  # `.to(device)` moves the unregistered teacher too
         return super()._apply(fn, recurse)
@@ -274,7 +279,7 @@ def build_aligner(cfg, model: nn.Module) -> RepaAligner:
     """The aligner a config asks for, attached to the bare `model` (before DDP / torch.compile).
 
     Reads model.image_tokenizer.{type, model_path, image_size, patch_size}, model.repa_config,
-    model.transformer.d, model.projector_dim and training.proj_loss_type. The reference's other REPA
+    model.transformer.d, model.projector_dim, training.proj_loss_type and training.repa_teacher_eval. The reference's other REPA
     keys (repa_encoder_type, align_resolution, freeze_repa_encoder, and the image tokenizer's source
     and model_source_dir, which pick its torch.hub loader) are accepted only so the authors' files
     load: their teacher runs under no_grad, frozen or not.
@@ -289,5 +294,6 @@ def build_aligner(cfg, model: nn.Module) -> RepaAligner:
     if tok.model_path is None:
         raise ConfigError(f"training.enable_repa=true needs model.image_tokenizer.model_path, a local folder: "
                           f"{download_hint(tok.type, 'pretrained/' + tok.type)}")
-    teacher = DinoTeacher(tok.model_path, tok.type, spec.teacher_layer, model_grid=tok.image_size // tok.patch_size)
+    teacher = DinoTeacher(tok.model_path, tok.type, spec.teacher_layer, model_grid=tok.image_size // tok.patch_size,
+                          follow_train_mode=not cfg.training.repa_teacher_eval)
     return RepaAligner(teacher, m.transformer.d, points, m.projector_dim, cfg.training.proj_loss_type).attach(model)

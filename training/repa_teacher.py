@@ -91,8 +91,9 @@ class DinoTeacher(nn.Module):
     """
 
     def __init__(self, path: str | Path, kind: str, layer: int, image_size: Optional[int] = None,
-                 model_grid: Optional[int] = None):
+                 model_grid: Optional[int] = None, follow_train_mode: bool = False):
         super().__init__()
+        self.follow_train_mode = follow_train_mode
         if kind not in TEACHERS:
             raise ConfigError(f"model.image_tokenizer.type='{kind}' is not a REPA teacher ({' or '.join(TEACHERS)})")
         path = Path(path)
@@ -140,7 +141,11 @@ class DinoTeacher(nn.Module):
         self.eval()
 
     def train(self, mode: bool = True) -> "DinoTeacher":
-        return super().train(False)  # frozen: always eval
+        """Frozen either way. With follow_train_mode (the reference: its model.train() reaches the teacher)
+        it takes the trainer's mode, in which the hub DINOv3 (pos_embed_rescale 2) rescales its RoPE
+        coordinates at random on every forward; DINOv2 (no dropout, no drop path) computes the same in
+        both modes. Without it, always eval."""
+        return super().train(mode and self.follow_train_mode)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
