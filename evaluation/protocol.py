@@ -30,7 +30,7 @@ from utils.config import ConfigError
 from utils.distributed import DistInfo
 from utils.gallery import save_scene_images, scene_folder_name, write_gallery_page
 from utils.metrics import LpipsScorer, ssim
-from utils.precision import autocast
+from utils.precision import allow_tf32, autocast
 from utils.video import TRAJECTORIES, reference_video_cameras, trajectory_cameras, write_video
 
 METRICS = ("psnr", "ssim", "lpips")
@@ -160,6 +160,7 @@ def run_evaluation(cfg, dist: DistInfo) -> Optional[dict]:
     check_output_dir(out_dir)
     check_video_config(cfg)
     ckpt_path = find_checkpoint(cfg)
+    allow_tf32(dist.device, cfg.training.use_tf32)  # as the reference's inference.py: its YAML's use_tf32
     model = build_model(cfg.model).to(dist.device)
     ckpt = load_weights(model, ckpt_path)
     dataset = build_eval_dataset(cfg)

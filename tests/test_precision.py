@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from utils.images import to_uint8
-from utils.precision import autocast
+from utils.precision import allow_tf32, autocast
 
 
 def _matmul_dtype() -> torch.dtype:
@@ -37,3 +37,11 @@ def test_to_uint8_rounds_half_up_and_moves_channels_last():
     assert out.shape == (1, 6, 3) and out.dtype == np.uint8
     assert out[0, :, 0].tolist() == [51, 128, 0, 255, 0, 255]
     assert out[0, :, 1].tolist() == [0] * 6
+
+
+def test_tf32_is_set_on_cuda_only(monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert not allow_tf32("cpu", True) and not allow_tf32("cuda", False)
+    assert not torch.backends.cuda.matmul.allow_tf32
+    assert allow_tf32("cuda:0", True) and torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32

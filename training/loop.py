@@ -32,6 +32,7 @@ from training.repa import build_aligner
 from training.run_plan import RunPlan, num_views, plan_run
 from utils.config import ConfigError, to_dict
 from utils.distributed import DistInfo, agree_any, all_reduce_mean, barrier
+from utils.precision import allow_tf32
 
 
 class Trainee(nn.Module):
@@ -76,8 +77,7 @@ class Run:
 def setup(cfg, dist: DistInfo, preset: Optional[dict] = None) -> Run:
     t = cfg.training
     torch.manual_seed(t.seed + dist.rank)
-    if dist.device.type == "cuda" and t.use_tf32:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    allow_tf32(dist.device, t.use_tf32)
     dataset = build_dataset(cfg, num_views=num_views(cfg))  # errors name a missing list or a bad view count
     plan = plan_run(cfg, len(dataset), dist.world_size)  # the family's run length, time limit and save points
     model = build_model(cfg.model).to(dist.device)

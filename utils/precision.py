@@ -20,6 +20,15 @@ def check_amp_dtype(dtype: str) -> None:
                          f"{list(AMP_DTYPES) + list(FULL_PRECISION)}")
 
 
+def allow_tf32(device: torch.device | str, enabled: bool) -> bool:
+    """TF32 matmuls and convolutions on a CUDA device when `enabled` (training.use_tf32: the reference
+    sets it for training and evaluation alike); nothing elsewhere. Returns whether it was set."""
+    if not enabled or torch.device(device).type != "cuda":
+        return False
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return True
+
+
 def autocast(device: torch.device | str, dtype: str = "bf16", enabled: bool = True, on_cpu: bool = False):
     """A context: autocast to `dtype` ("bf16" or "fp16") on a CUDA device when enabled, else nothing
     (also for "fp32" and "tf32", which the reference accepts). on_cpu=True autocasts on the CPU as well:
