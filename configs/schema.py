@@ -150,6 +150,7 @@ class InferenceConfig:
     # copy inside an installed lpips package). Without the VGG-16 file the lpips package is tried.
     lpips_vgg16_path: Optional[str] = None
     lpips_heads_path: Optional[str] = None
+    lpips_autocast: bool = True  # LPIPS under the evaluation's autocast (bf16 on GPU with use_amp), as the reference
 
 
 @dataclass

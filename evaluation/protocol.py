@@ -146,8 +146,11 @@ def gather(items: list, dist: DistInfo) -> list:
 
 def lpips_scorer(cfg, device: torch.device) -> LpipsScorer:
     """LPIPS for an evaluation: ours from inference.lpips_vgg16_path / lpips_heads_path (paths as given,
-    relative ones from the working directory) when the VGG-16 file is set, else the lpips package."""
-    return LpipsScorer(device, vgg16_path=cfg.inference.lpips_vgg16_path, heads_path=cfg.inference.lpips_heads_path)
+    relative ones from the working directory) when the VGG-16 file is set, else the lpips package; under
+    the evaluation's autocast (bf16 on GPU with training.use_amp) unless inference.lpips_autocast=false."""
+    amp = (lambda: _autocast(cfg, device)) if cfg.inference.lpips_autocast else None
+    return LpipsScorer(device, vgg16_path=cfg.inference.lpips_vgg16_path, heads_path=cfg.inference.lpips_heads_path,
+                       autocast=amp)
 
 
 def run_evaluation(cfg, dist: DistInfo) -> Optional[dict]:

@@ -16,6 +16,7 @@ from tests.conftest import REFERENCE, ROOT
 from tests.test_inference import args, setup  # noqa: F401 (the module's generated scenes and checkpoint)
 from utils.lpips_vgg import TAP_CHANNELS, VGG16_BLOCKS, LpipsVGG, write_weight_files
 from utils.metrics import LpipsScorer
+from utils.precision import autocast
 
 LPIPS_FILE = REFERENCE / "lpips" / "lpips_vgg.pt"
 
@@ -61,6 +62,10 @@ def test_matches_the_lpips_package(recorded, weight_files):
     scores = scorer(recorded["images_a"].view(3, 4, 3, 64, 64), recorded["images_b"].view(3, 4, 3, 64, 64))
     assert scores.shape == (3, 4) and (scores.flatten() - recorded["lpips"]).abs().max() < 1e-6
     assert scorer.backend == f"ours (VGG-16 {weight_files[0]}, heads {weight_files[1]})"
+    # Under the evaluation's autocast (the reference scores LPIPS in its bf16 block): close, not equal.
+    bf16 = LpipsScorer("cpu", *weight_files, autocast=lambda: autocast("cpu", "bf16", on_cpu=True))
+    shift = (bf16(recorded["images_a"], recorded["images_b"]) - recorded["lpips"]).abs().max()
+    assert 1e-6 < shift < 1e-3
 
 
 def test_other_key_layouts_give_the_same_values(recorded, tmp_path):

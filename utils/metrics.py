@@ -4,6 +4,7 @@ PSNR, SSIM and LPIPS are per image on images clamped to [0, 1], then averaged by
 (the reference protocol, which LVSM and Efficient-LVSM share with pixelSplat).
 """
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -90,8 +91,11 @@ class LpipsScorer:
     """
 
     def __init__(self, device: torch.device | str = "cpu", vgg16_path: str | os.PathLike | None = None,
-                 heads_path: str | os.PathLike | None = None):
+                 heads_path: str | os.PathLike | None = None, autocast=None):
+        """`autocast`: a context factory the network runs under (the reference scores LPIPS inside its
+        evaluation's bf16 autocast); None: fp32."""
         self.device = torch.device(device)
+        self.autocast = autocast
         self.vgg16_path = None if vgg16_path is None else Path(vgg16_path)
         self.heads_path = None if heads_path is None else Path(heads_path)
         self._net = None
@@ -163,6 +167,7 @@ class LpipsScorer:
             return torch.full(lead, float("nan"), dtype=torch.float32, device=pred.device)
         x, y = (t.detach().float().clamp(0, 1).reshape(-1, *t.shape[-3:]).to(self.device) for t in (pred, target))
         # the package's module: [N, 1, 1, 1], normalize=True for inputs in [0, 1]; ours: [N], [0, 1] inputs
-        scores = self._net(x, y) if self._ours else self._net(x, y, normalize=True)
+        with self.autocast() if self.autocast is not None else contextlib.nullcontext():
+            scores = self._net(x, y) if self._ours else self._net(x, y, normalize=True)
         return scores.float().reshape(lead).to(pred.device)
 
