@@ -19,13 +19,14 @@ DATASETS = {"scene": "scene", "data.dataset_scene.Dataset": "scene", "object": "
 VIEW_MASK_STRATEGIES = ("unified",)
 
 
-def check_view_counts(training, num_views: Optional[int] = None) -> None:
+def check_view_counts(training, num_views: Optional[int] = None, evaluation: bool = False) -> None:
     """Raise ConfigError naming the keys if the view counts cannot be sampled (`num_views`: the frames
-    per sample, training.num_views unless the model family derives it)."""
+    per sample, training.num_views unless the model family derives it). `evaluation`: num_input_views
+    inputs, use_view_masking aside (it draws training's counts)."""
     t = training
     num_views = t.num_views if num_views is None else num_views
     most_inputs = t.num_input_views
-    if t.use_view_masking:
+    if t.use_view_masking and not evaluation:
         if t.view_mask_strategy not in VIEW_MASK_STRATEGIES:
             raise ConfigError(f"training.view_mask_strategy: {t.view_mask_strategy!r} is not supported; "
                               f"use one of {list(VIEW_MASK_STRATEGIES)} (one input-view count per batch)")
@@ -67,9 +68,12 @@ def build_dataset(cfg, list_file: Optional[str | Path] = None, eval_index: Optio
     kind = DATASETS.get(t.dataset_name)
     if kind is None:
         raise ConfigError(f"training.dataset_name: unknown dataset {t.dataset_name!r}; choose one of {list(DATASETS)}")
-    if num_views is None:  # evaluation: the reference's inference.py sets num_views = inputs + targets
-        num_views = t.num_input_views + t.num_target_views if eval_index is not None else t.num_views
-    check_view_counts(t, num_views)
+    if eval_index is not None:  # evaluation: num_input_views fixed inputs, whatever training draws; and
+        num_views = t.num_input_views + t.num_target_views  # num_views as the reference's inference.py sets it
+        check_view_counts(t, num_views, evaluation=True)
+    else:
+        num_views = t.num_views if num_views is None else num_views
+        check_view_counts(t, num_views)
     if kind == "object":
         if t.cache_frames:
             raise ConfigError("training.cache_frames applies to scene datasets only, not to objects")

@@ -162,7 +162,8 @@ def check_lpips_file(path: Path, data: dict, device: str = "cpu") -> dict[str, f
             with autocast(device, "bf16", on_cpu=True):  # what the reference's bf16 evaluation scores
                 shift = _max_err(net(a, b).float().cpu(), data[f"lpips{suffix}"])
             print(f"{path}: LPIPS under bf16 autocast (inference.lpips_autocast, as the reference's evaluation) "
-                  f"differs from fp32 by up to {shift:.2e} on the{' non-square' if suffix else ''} pairs")
+                  f"differs from fp32 by up to {shift:.2e} on the{' non-square' if suffix else ''} pairs",
+                  file=sys.stderr)  # information: the verdict lines on stdout hold the fp32 check
     return errors
 
 

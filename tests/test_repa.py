@@ -13,7 +13,7 @@ from tests.conftest import TINY, random_views, tiny_config
 from tests.test_repa_teacher import dirs, full_teacher, one_thread, reference_labels  # noqa: F401 (fixtures)
 from training.repa import (AlignPoint, RepaAligner, RepaSpec, align_points, build_aligner, parse_repa_config,
                            projection_loss)
-from utils.config import ConfigError
+from utils.config import ConfigError, to_dict
 
 NAMES = ["efficient_lvsm", "lvsm_decoder_only", "lvsm_encoder_decoder"]
 
@@ -248,7 +248,9 @@ def test_detach_state_dict_and_teacher_moves(dirs):
     build_aligner(cfg, model).load_state_dict(aligner.state_dict())
     aligner.to(torch.float64).train()
     assert all(p.dtype == torch.float64 for p in aligner.teacher.parameters())
-    assert not aligner.teacher.training and aligner.training
+    assert aligner.teacher.training and aligner.training  # as the reference: model.train() reaches the teacher
+    evaluating = config_from_dict({**to_dict(cfg), "training": {**to_dict(cfg)["training"], "repa_teacher_eval": True}})
+    assert not build_aligner(evaluating, model).train().teacher.training  # training.repa_teacher_eval
 
 
 def test_mismatched_views_and_missing_block(dirs):
