@@ -19,6 +19,7 @@ tables are still written.
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -51,7 +52,7 @@ def view_count_curve(cfg, model, test_dir: Path) -> list[dict]:
         dataset = build_dataset(c, test_dir / "full_list.txt", eval_index=test_dir / "evaluation_index.json")
         images = []
         for record in render_scenes(model, dataset, list(range(len(dataset))), n, torch.device("cpu"),
-                                    lambda: torch.autocast("cpu", enabled=False)):
+                                    contextlib.nullcontext):
             inputs = set(record["frames"][:n])
             images += [{**r, "novel": r["frame"] not in inputs} for r in score_scene(record)]
         novel = [r for r in images if r["novel"]]

@@ -27,6 +27,7 @@ from pathlib import Path
 from configs.released import SHIPPED_DIR
 from configs.schema import load_config
 from data import synthetic
+from data.scene_format import read_scene_list
 from scripts.quickstart import DATA_FRAMES, DATA_SIZE, DATA_STYLE
 from utils.config import to_dict
 
@@ -39,10 +40,6 @@ TRAIN_SCENES, TEST_SCENES, SEED = 8000, 50, 0
 def data_settings(train: int = TRAIN_SCENES, test: int = TEST_SCENES) -> dict:
     """What synthetic.generate needs to remake the showcase's scenes (stored in showcase.pt)."""
     return synthetic.settings_of("rooms", train, test, DATA_FRAMES, DATA_SIZE, SEED, DATA_STYLE)
-
-
-def scene_count(list_file: Path) -> int:
-    return sum(1 for line in Path(list_file).read_text().splitlines() if line.strip())
 
 
 def config(out: Path, overrides=()):
@@ -65,7 +62,7 @@ def export(cfg, dest: Path = SHIPPED_DIR) -> Path:
         raise SystemExit(f"error: no checkpoint in {cfg.training.checkpoint_dir} to export")
     ckpt = read_checkpoint(found[-1])
     t = cfg.training
-    data = data_settings(scene_count(t.dataset_path), scene_count(t.eval_dataset_path))
+    data = data_settings(len(read_scene_list(t.dataset_path)), len(read_scene_list(t.eval_dataset_path)))
     shipped = {"model": ckpt["model"], "config": ckpt["config"], "step": int(ckpt["step"]), "data": data,
                "train_seconds": ckpt.get("train_seconds"), "code_version": ckpt.get("code_version"),
                "image_size": ckpt["image_size"]}
