@@ -24,7 +24,7 @@ from data.factory import build_dataset
 from data.scene_format import SAMPLE_ERRORS
 from evaluation.scenes import RESIZE_TO, baseline_summary, render_scenes, resize_record, score_scene
 from model import build_model, load_weights
-from model.checkpoint import checkpoints
+from model.checkpoint import checkpoints, reference_checkpoints
 from model.render import render_cameras
 from utils.config import ConfigError
 from utils.distributed import DistInfo
@@ -37,13 +37,15 @@ METRICS = ("psnr", "ssim", "lpips")
 
 
 def find_checkpoint(cfg) -> Path:
-    """inference.checkpoint_dir (a file, or a folder: its newest checkpoint), else training.checkpoint_dir's newest."""
+    """inference.checkpoint_dir (a file, or a folder: its newest checkpoint), else training.checkpoint_dir's newest.
+    A folder's newest: ours (ckpt_<step>.pt), else the reference trainer's newest step checkpoint (as its
+    load_ckpt picks it), else the last *.pt by name."""
     where = cfg.inference.checkpoint_dir or cfg.training.checkpoint_dir
     key = "inference.checkpoint_dir" if cfg.inference.checkpoint_dir else "training.checkpoint_dir"
     path = Path(where)
     if path.is_file():
         return path
-    found = checkpoints(path) or (sorted(path.glob("*.pt")) if path.is_dir() else [])
+    found = checkpoints(path) or reference_checkpoints(path) or (sorted(path.glob("*.pt")) if path.is_dir() else [])
     if not found:
         raise FileNotFoundError(f"{key}={where}: no checkpoint file there")
     return found[-1]

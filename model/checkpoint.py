@@ -1,9 +1,12 @@
 """One loader for our checkpoints and the reference implementations' (`{"model": state_dict}`).
 
-Loading is strict: prefixes from `torch.compile` (`_orig_mod.`) and DDP (`module.`) are stripped and
-the frozen VGG of the reference's training loss (`loss_computer.*`) is ignored; any other missing
-or unexpected key, or a shape that differs, is an error that lists the keys. A file that cannot be
-read is an error naming it: never a silent fallback to random weights.
+Loading is strict: prefixes from `torch.compile` (`_orig_mod.`) and DDP (`module.`) are stripped, and
+what the reference's training adds to its state dict is not the renderer's, so it is passed over here:
+the frozen VGG of its loss (`loss_computer.*`), its frozen REPA teacher (`repa_encoder.*`, whenever
+`model.image_tokenizer.type` is dinov2/dinov3) and REPA's projectors (`repa_projector.*`, which the
+trainer reads: training/reference_ckpt.py). Any other missing or unexpected key, or a shape that
+differs, is an error that lists the keys. A file that cannot be read is an error naming it: never a
+silent fallback to random weights.
 """
 
 import re
@@ -16,7 +19,7 @@ import torch.nn as nn
 # The trainer's checkpoint files: ckpt_<step, 8 digits>.pt (training/checkpoints.py writes them).
 NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
 STRIPPED_PREFIXES = ("_orig_mod.", "module.")
-IGNORED_PREFIXES = ("loss_computer.",)
+IGNORED_PREFIXES = ("loss_computer.", "repa_encoder.", "repa_projector.")
 
 
 class CheckpointError(ValueError):
@@ -29,6 +32,22 @@ def checkpoints(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted((p for p in folder.iterdir() if NAME.match(p.name)), key=lambda p: p.name)
+
+
+def reference_checkpoints(folder: str | Path) -> list[Path]:
+    """The reference trainer's step checkpoints in `folder` (its `ckpt_<epoch x 100, %f>.pt`), oldest
+    first, ordered as its find_checkpoints and load_ckpt order them: by the integer before the first
+    '.' of the part after the last '_'. Its time-based `ckpt_t<hours>h.pt` are passed over, as there,
+    and so are ours (`checkpoints`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.glob("*.pt"):
+        number = path.name.split("_")[-1].split(".")[0]
+        if "ckpt_t" not in path.name and not NAME.match(path.name) and number.isdigit():
+            found.append((int(number), path.name, path))
+    return [path for _, _, path in sorted(found)]
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -46,7 +65,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return obj
 
 
-def _strip(key: str) -> str:
+def strip_wrappers(key: str) -> str:
+    """A state-dict key without the prefixes torch.compile and DDP add (STRIPPED_PREFIXES)."""
     changed = True
     while changed:
         changed = False
@@ -63,7 +83,7 @@ def model_state_dict(ckpt: dict[str, Any], source: str = "checkpoint") -> dict[s
         raise CheckpointError(f"{source}: no model state dict found (top-level keys: {sorted(ckpt)[:10]})")
     cleaned = {}
     for key, value in state.items():
-        key = _strip(key)
+        key = strip_wrappers(key)
         if not key.startswith(IGNORED_PREFIXES):
             cleaned[key] = value
     return cleaned

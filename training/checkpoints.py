@@ -19,7 +19,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from model.checkpoint import CheckpointError, checkpoints, read_checkpoint
+from model.checkpoint import CheckpointError, checkpoints, read_checkpoint, reference_checkpoints
+from training.reference_ckpt import is_reference_training
 from utils.config import ConfigError
 from utils.distributed import agree_any, broadcast_object
 
@@ -134,17 +135,26 @@ def save_checkpoint(folder: str | Path, step: int, payload: dict[str, Any], keep
     return path
 
 
+def missing_training_keys(ckpt: dict) -> list[str]:
+    """The keys a checkpoint lacks to be resumed: ours (REQUIRED), or none for a training checkpoint of
+    the reference's train.py (training/reference_ckpt.py converts it)."""
+    if is_reference_training(ckpt):
+        return []
+    return [k for k in REQUIRED if k not in ckpt]
+
+
 def load_latest(folder: str | Path) -> Optional[tuple[dict[str, Any], Path]]:
-    """The newest checkpoint in `folder` that reads and holds every training key, or None.
+    """The newest checkpoint in `folder` that reads and holds a training state, or None: ours
+    (ckpt_<step>.pt), else the reference trainer's step checkpoints, newest first as it orders them.
 
     Unreadable or incomplete newer files are reported (a warning naming each) and passed over."""
-    for path in reversed(checkpoints(folder)):
+    for path in [*reversed(checkpoints(folder)), *reversed(reference_checkpoints(folder))]:
         try:
             ckpt = read_checkpoint(path)
         except CheckpointError as err:
             warnings.warn(f"resume: skipping unreadable checkpoint {path}: {err}")
             continue
-        missing = [k for k in REQUIRED if k not in ckpt]
+        missing = missing_training_keys(ckpt)
         if missing:
             warnings.warn(f"resume: skipping {path}: not a training checkpoint (missing {missing})")
             continue
@@ -195,10 +205,10 @@ def _choose_resume(training) -> Optional[tuple[dict, Path]]:
     """The checkpoint a run starts from, or None (read on this process alone).
 
     training.resume: "auto" (newest readable checkpoint in checkpoint_dir), "none", or a file holding a
-    full training state. The reference's training.resume_ckpt (a file, or a folder whose newest
-    checkpoint is taken) replaces checkpoint_dir as the place to resume from. With
-    training.reset_training_state only the weights are taken (the caller checks), so any checkpoint
-    with a model will do, the reference's included."""
+    full training state (ours, or one written by the reference's train.py: training/reference_ckpt.py).
+    The reference's training.resume_ckpt (a file, or a folder whose newest checkpoint is taken)
+    replaces checkpoint_dir as the place to resume from. With training.reset_training_state only the
+    weights are taken (the caller checks), so any checkpoint with a model will do."""
     t = training
     if t.resume_ckpt and t.resume != "auto":
         raise ConfigError(f"training.resume_ckpt={t.resume_ckpt!r} and training.resume={t.resume!r} both name "
@@ -211,17 +221,18 @@ def _choose_resume(training) -> Optional[tuple[dict, Path]]:
         found = load_latest(folder)
         others = sorted(p.name for p in Path(folder).glob("*.pt")) if Path(folder).is_dir() else []
         if found is None and others and where != "auto":
-            raise CheckpointError(f"{key}={where}: no checkpoint of this trainer there ({', '.join(others[:5])} are "
-                                  "not ckpt_<step>.pt files); name one file to start from its weights, with "
-                                  "training.reset_training_state=true")
+            raise CheckpointError(f"{key}={where}: no training checkpoint there, of this trainer (ckpt_<step>.pt) or "
+                                  f"of the reference's ({', '.join(others[:5])}); name one file to start from its "
+                                  "weights, with training.reset_training_state=true")
         return found
     path = Path(where)
     if not path.is_file():
         raise FileNotFoundError(f"{key}: checkpoint not found: {path}")
     ckpt = read_checkpoint(path)
-    missing = [k for k in REQUIRED if k not in ckpt]
+    missing = missing_training_keys(ckpt)
     if missing and not t.reset_training_state:
-        raise CheckpointError(f"{key}={path}: not a training checkpoint of this trainer (missing {missing}), so its "
+        raise CheckpointError(f"{key}={path}: not a training checkpoint of this trainer or of the reference's "
+                              f"(missing {missing}), so its "
                               "optimizer and schedule cannot be resumed; to start from its weights, set "
                               "training.reset_training_state=true (or use training.init_checkpoint)")
     return ckpt, path

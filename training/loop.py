@@ -23,11 +23,13 @@ from data.factory import build_dataset, input_views_for_step
 from data.sampler import ResumableSampler
 from evaluation.protocol import evaluate_scenes
 from model import build_model, load_weights
+from model.checkpoint import CheckpointError
 from training.checkpoints import (check_room, checkpoint_bytes, checkpoints, code_version, remove_stale_temps,
                                   resume_source, rng_state, save_checkpoint, set_rng_state)
 from training.log import TrainLog, backup_code, progress, start_report
 from training.losses import RenderLoss
 from training.optim import OptimStep, build_optimizer, build_scheduler
+from training.reference_ckpt import is_reference_training, projector_state, schedule_note, training_state
 from training.repa import build_aligner
 from training.run_plan import RunPlan, num_views, plan_run
 from utils.config import ConfigError, to_dict
@@ -139,7 +141,9 @@ def init_or_resume_note(t) -> Optional[str]:
 
 
 def restore(run: Run) -> None:
-    """Resume (training.resume) or start from init_checkpoint weights; a mismatch names the file."""
+    """Resume (training.resume) or start from init_checkpoint weights; a mismatch names the file.
+    Checkpoints of the reference's train.py resume too: their REPA projectors, optimizer (re-indexed
+    by parameter name), schedule and step (training/reference_ckpt.py)."""
     t = run.cfg.training
     if run.dist.is_main:
         for path in remove_stale_temps(t.checkpoint_dir):
@@ -148,26 +152,61 @@ def restore(run: Run) -> None:
     source = resume_source(t, run.dist)  # rank 0 chooses; every rank reads that one file
     if source is None:
         if t.init_checkpoint:
-            load_weights(run.model, t.init_checkpoint)
+            ckpt = load_weights(run.model, t.init_checkpoint)
+            note = start_projectors(run, ckpt, t.init_checkpoint)
             if run.dist.is_main:
-                print(f"initialized the model from {t.init_checkpoint}")
+                print(f"initialized the model from {t.init_checkpoint}" + note)
         return
     ckpt, path = source
     load_weights(run.model, ckpt, name=str(path))
     if t.reset_training_state:  # the reference's: weights only; optimizer, schedule and step start afresh
+        note = start_projectors(run, ckpt, path)
         if run.dist.is_main:
-            print(f"took the weights of {path}; training state reset (training.reset_training_state=true)")
+            print(f"took the weights of {path}; training state reset (training.reset_training_state=true)" + note)
         return
-    if run.repa is not None and ckpt.get("repa") is not None:
-        run.repa.load_state_dict(ckpt["repa"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.scheduler.load_state_dict(ckpt["scheduler"])
-    run.optim.load_state_dict(ckpt["optim_step"])
-    set_rng_state(ckpt["rng"])
-    run.step = int(ckpt["step"])
+    projectors = projector_state(ckpt, run.repa, str(path)) if run.repa is not None else None
+    if run.repa is not None and projectors is None:
+        raise CheckpointError(f"{path} holds no REPA projectors, but training.enable_repa=true: its optimizer state "
+                              "has no place for theirs; resume with training.enable_repa=false, or set "
+                              "training.reset_training_state=true to start the projectors and the optimizer afresh")
+    if projectors is not None:
+        run.repa.load_state_dict(projectors)
+    state = ckpt
+    if is_reference_training(ckpt):
+        state = training_state(ckpt, run.model, run.repa, run.optimizer, t.grad_accum_steps, str(path))
+        state["optim_step"] = {**run.optim.state_dict(), "counts": {**run.optim.counts, "applied": state["applied"]}}
+    elif run.repa is None and ckpt.get("repa") is not None:
+        raise CheckpointError(f"{path} was trained with REPA (it holds projectors and their optimizer state): resume "
+                              "it with training.enable_repa=true, or set training.reset_training_state=true")
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.optim.load_state_dict(state["optim_step"])
+    if "rng" in state:  # the reference stores none: the run draws on from the seeded start
+        set_rng_state(state["rng"])
+    run.step = int(state["step"])
     run.seconds_before = float(ckpt.get("train_seconds", 0.0))  # absent from checkpoints before it was kept
     if run.dist.is_main:
-        print(f"resumed from {path} at step {run.step}")
+        print(f"resumed from {path} at step {run.step}" + (" (a checkpoint of the reference's train.py)"
+                                                           if state is not ckpt else ""))
+        for line in state.get("notes", []) + ([schedule_note(run.scheduler, str(path))] if state is not ckpt else []):
+            if line:
+                print(line)
+
+
+def start_projectors(run: Run, ckpt: dict, source) -> str:
+    """Weights-only starts (init_checkpoint, reset_training_state): REPA's projectors are taken from the
+    checkpoint where it has those of this config (ours or the reference's), as the reference's
+    non-strict load takes them. Returns what happened, for the start line."""
+    if run.repa is None:
+        return ""
+    try:
+        projectors = projector_state(ckpt, run.repa, str(source))
+    except CheckpointError as err:
+        return f"; REPA projectors start afresh ({err})"
+    if projectors is None:
+        return "; REPA projectors start afresh (the checkpoint has none)"
+    run.repa.load_state_dict(projectors)
+    return "; REPA projectors taken from it"
 
 
 def checkpoint(run: Run) -> None:

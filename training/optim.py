@@ -18,14 +18,15 @@ SCHEDULES = ("constant", "cosine", "linear", "wsd")  # the reference: the first 
 
 
 def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
-    """AdamW groups: decay on matrices only; norms, biases and other vectors are not decayed."""
+    """AdamW groups as the reference trainers' create_optimizer: trainable parameters in order, decayed
+    unless 1-D (norms, biases) or marked `_no_weight_decay`."""
     decay, no_decay, seen = [], [], set()
     for module in modules:
         for p in module.parameters():
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            (decay if p.ndim >= 2 else no_decay).append(p)
+            (no_decay if p.ndim == 1 or getattr(p, "_no_weight_decay", False) else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
