@@ -151,6 +151,8 @@ class InferenceConfig:
     lpips_vgg16_path: Optional[str] = None
     lpips_heads_path: Optional[str] = None
     lpips_autocast: bool = True  # LPIPS under the evaluation's autocast (bf16 on GPU with use_amp), as the reference
+    # objects: the first N entries of the list are evaluated (the reference's object loader: 100); null: all
+    eval_objects: Optional[int] = 100
 
 
 @dataclass
@@ -193,7 +195,8 @@ REFERENCE_ONLY = {
     "model.repa_encoder_type": "the reference never reads it; model.image_tokenizer.type picks the teacher",
     "model.align_resolution": "the reference never reads it",
     "model.freeze_repa_encoder": "the teacher is always frozen (the reference's runs it under no_grad either way)",
-    "inference.if_inference": "inference.py always evaluates at the index and train.py always trains",
+    "inference.if_inference": "inference.py always evaluates (scenes at the index, objects in the reference's "
+                              "evaluation mode) and train.py always trains",
     "inference.compute_metrics": "evaluation always scores and writes the summary",
     "demo.rotate_x": "no reference code reads the demo section", "demo.rotate_y": "no reference code reads it",
     "demo.rotate_z": "no reference code reads it", "demo.translate_x": "no reference code reads it",
@@ -236,7 +239,7 @@ POSITIVE = ("training.train_steps", "training.checkpoint_every", "training.print
 NOT_NEGATIVE = {"training.vis_every": "never", "training.eval_every": "never", "training.keep_checkpoints": "keep all",
                 "training.num_workers": "load in the training process"}  # key -> what 0 means
 POSITIVE_OR_NULL = ("training.train_epochs", "training.train_time", "training.checkpoint_every_epoch",
-                    "training.checkpoint_every_time", "training.eval_input_views")
+                    "training.checkpoint_every_time", "training.eval_input_views", "inference.eval_objects")
 DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 

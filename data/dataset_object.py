@@ -31,10 +31,22 @@ project's format (data.scene_format) or a render folder holding NNN.png and NNN.
 
 A sample: image [v, 3, h, w] in [0, 1], c2w [v, 4, 4] (OpenCV), fxfycxcy [v, 4] (pixels), index
 [v, 2] (frame, scene), scene_name, skipped. Views depend on (seed, epoch, idx) only.
+
+Evaluation (`evaluation=True`), as that loader evaluates (its `if_inference` mode):
+- objects: the first `eval_objects` (100) entries of the list, in its order (a JSON's key order), of
+  which those whose render folder holds more than 28 entries (os.listdir: PNGs, NPYs and anything
+  else; for a scene JSON, here, more than 14 frames, the same for NNN.png + NNN.npy pairs). The others
+  are named in `excluded` with the reason. A folder's entries are not sorted by the reference
+  (os.listdir); here a folder of render folders is read sorted.
+- views (inputs first): an object of exactly 14 frames gives frames 0, 1, 2, 3 and then random others
+  up to `num_views`; any other count, the training draw above. The reference draws from Python's
+  global RNG, different at every run; here from (seed, idx): the same views at every run.
+- a sample that fails to load raises (the evaluation names it and goes on), never replaced.
 """
 
 import json
 import math
+import os
 import random
 from pathlib import Path
 from typing import Optional, Sequence
@@ -48,6 +60,9 @@ from data.scene_format import load_with_retries, read_scene_json, read_scene_lis
 from utils.geometry import check_poses, invert_pose, normalize_scene_poses, opengl_to_opencv
 
 GROUP_SIZE, NUM_GROUPS = 8, 4  # reference dataset_object.py: `group_size = 8`, `for i in range(4)`
+# Its evaluation mode: the first 100 entries of the list, folders of more than 28 entries, and for
+# objects of 14 frames the inputs 0-3 (`if self.inference and num_total_views == 14`).
+EVAL_OBJECTS, EVAL_MIN_ENTRIES, EVAL_FIXED_FRAMES, EVAL_FIRST = 100, 28, 14, 4
 VIEW_SAMPLERS = ("groups", "random")
 CAMERA_CONVENTIONS = ("opengl", "opencv")
 
@@ -66,6 +81,18 @@ def select_views(num_frames: int, num_views: int, rng: random.Random, sampler: s
     picks = [rng.choice(group) for group in groups if len(group)][:num_views]
     others = [i for i in range(num_frames) if i not in picks]
     return picks + rng.sample(others, num_views - len(picks))
+
+
+def evaluation_views(num_frames: int, num_views: int, rng: random.Random, sampler: str = "groups") -> list[int]:
+    """Frame indices of an evaluated object (see the module docstring): 0-3 and random others for
+    objects of 14 frames, else `select_views`. With num_views < 4 the first num_views of 0-3 (the
+    reference would keep all 4)."""
+    if num_frames != EVAL_FIXED_FRAMES:
+        return select_views(num_frames, num_views, rng, sampler)
+    if num_frames < num_views:
+        raise ValueError(f"{num_frames} frames, fewer than num_views={num_views}")
+    first = list(range(min(EVAL_FIRST, num_views)))
+    return first + rng.sample(range(len(first), num_frames), num_views - len(first))
 
 
 def fixed_fov_intrinsics(width: int, height: int, fov_deg: float) -> list[float]:
@@ -97,20 +124,48 @@ def load_render(path: Path, fxfycxcy: Optional[Sequence[float]], image_size: int
     return pixels, k
 
 
-def read_sources(path: str | Path) -> list[Path]:
-    """Scene JSONs and render folders: a list file's lines, a folder's sub-folders (sorted), or the
-    values of a JSON {uid: folder} (paths relative to that file)."""
+def read_sources(path: str | Path) -> list[tuple[str, Path]]:
+    """(object key, source) of the scene JSONs and render folders: a list file's lines, a folder's
+    sub-folders (sorted), or the items of a JSON {uid: folder} (paths relative to that file). The key
+    is the uid, else the folder's name or the JSON's stem."""
     path = Path(path)
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_dir())
+        return [(p.name, p) for p in sorted(p for p in path.iterdir() if p.is_dir())]
     if path.suffix == ".json":
         if not path.is_file():
             raise FileNotFoundError(f"object list not found: {path}")
         uids = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(uids, dict):
             raise ValueError(f"{path}: must map object ids to folders, got {type(uids).__name__}")
-        return [resolve_path(folder, path) for folder in uids.values()]
-    return read_scene_list(path)
+        return [(str(uid), resolve_path(folder, path)) for uid, folder in uids.items()]
+    return [(p.name if p.is_dir() else p.stem, p) for p in read_scene_list(path)]
+
+
+def entry_count(source: Path) -> int:
+    """What the reference's evaluation filter counts: a folder's entries (os.listdir), or for a scene
+    JSON twice its frames (a render folder of the same frames holds NNN.png and NNN.npy each)."""
+    if source.is_dir():
+        return len(os.listdir(source))
+    return 2 * len(read_scene_json(source)["frames"])
+
+
+def evaluation_sources(sources: list[tuple[str, Path]], limit: Optional[int]) -> tuple[list, list]:
+    """(kept, excluded) of the first `limit` sources (None: all) by the reference's evaluation filter;
+    excluded: (key, reason)."""
+    kept, excluded = [], []
+    for key, source in sources[:limit]:
+        try:
+            entries = entry_count(source)
+        except (OSError, ValueError) as err:
+            excluded.append((key, f"{source}: cannot be read ({err})"))
+            continue
+        if entries > EVAL_MIN_ENTRIES:
+            kept.append((key, source))
+        else:
+            what = "entries" if source.is_dir() else "entries (2 per frame of the scene JSON)"
+            excluded.append((key, f"{source}: {entries} {what}; evaluation takes objects of more than "
+                                  f"{EVAL_MIN_ENTRIES}, as the reference's"))
+    return kept, excluded
 
 
 def read_frames(source: Path) -> tuple[str, list[tuple[Path, Optional[list], Optional[list]]]]:
@@ -137,14 +192,26 @@ class ObjectDataset(torch.utils.data.Dataset):
     def __init__(self, source: str | Path, *, image_size: int = 256, patch_size: int = 8, num_views: int = 8,
                  square_crop: bool = True, background: Optional[Sequence[float]] = None,
                  camera_convention: str = "opengl", fov_deg: float = 49.1, normalize_poses: bool = True,
-                 scene_scale_factor: float = 1.35, view_sampler: str = "groups", scale: float = 1.0, seed: int = 0):
+                 scene_scale_factor: float = 1.35, view_sampler: str = "groups", scale: float = 1.0, seed: int = 0,
+                 evaluation: bool = False, eval_objects: Optional[int] = EVAL_OBJECTS):
         if camera_convention not in CAMERA_CONVENTIONS:
             raise ValueError(f"camera_convention must be one of {CAMERA_CONVENTIONS}, got {camera_convention!r}")
         if view_sampler not in VIEW_SAMPLERS:
             raise ValueError(f"view_sampler must be one of {VIEW_SAMPLERS}, got {view_sampler!r}")
         if background is not None and len(background) != 3:
             raise ValueError(f"background must be 3 numbers (RGB in [0, 1]) or None, got {list(background)}")
-        self.scene_paths = read_sources(source)
+        sources = read_sources(source)
+        self.evaluation, self.excluded = evaluation, []
+        self.counts = {"objects": len(sources)}
+        if evaluation:
+            if eval_objects is not None and eval_objects < 1:
+                raise ValueError(f"eval_objects must be at least 1 or None (all), got {eval_objects}")
+            considered = len(sources[:eval_objects])
+            sources, self.excluded = evaluation_sources(sources, eval_objects)
+            self.counts = {"listed": self.counts["objects"], "considered": considered, "evaluated": len(sources),
+                           "excluded": len(self.excluded)}
+        self.scene_keys = [key for key, _ in sources]
+        self.scene_paths = [path for _, path in sources]
         self.image_size, self.patch, self.square_crop, self.num_views = image_size, patch_size, square_crop, num_views
         self.background = None if background is None else tuple(background)
         self.camera_convention, self.fov_deg, self.view_sampler = camera_convention, fov_deg, view_sampler
@@ -164,8 +231,9 @@ class ObjectDataset(torch.utils.data.Dataset):
         name, frames = read_frames(path)
         if frame_ids is None:
             rng = rng if rng is not None else random.Random(hash((self.seed, self.epoch, idx)))
+            draw = evaluation_views if self.evaluation else select_views
             try:
-                frame_ids = select_views(len(frames), self.num_views, rng, self.view_sampler)
+                frame_ids = draw(len(frames), self.num_views, rng, self.view_sampler)
             except ValueError as err:
                 raise ValueError(f"{path}: {err}") from None
         bad = [i for i in frame_ids if not 0 <= i < len(frames)]
@@ -185,7 +253,14 @@ class ObjectDataset(torch.utils.data.Dataset):
         return {"image": torch.stack(images), "c2w": c2w.float(), "fxfycxcy": torch.stack(intrinsics),
                 "index": torch.tensor([[i, idx] for i in frame_ids]), "scene_name": name}
 
+    def scene_key(self, idx: int) -> str:
+        """The object's key in outputs: its uid, folder name or scene JSON stem."""
+        return self.scene_keys[idx]
+
     def __getitem__(self, idx: int) -> dict:
-        """Training sample; a bad scene is skipped with a warning and recorded in `skipped`."""
+        """Training sample; a bad scene is skipped with a warning and recorded in `skipped`. In evaluation,
+        the object's views (from seed and idx alone); a bad one raises, naming the file."""
+        if self.evaluation:
+            return {**self.load(idx, rng=random.Random(self.seed * 1_000_003 + idx)), "skipped": []}
         rng = random.Random(hash((self.seed, self.epoch, idx)))
         return load_with_retries(lambda i: self.load(i, rng=rng), idx, self.scene_paths, rng)

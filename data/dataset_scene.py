@@ -178,6 +178,10 @@ class SceneDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.scene_paths)
 
+    def scene_key(self, idx: int) -> str:
+        """The scene's key in outputs and in the evaluation index: its metadata file's stem."""
+        return self.scene_paths[idx].stem
+
     def select_frames(self, num_frames: int, rng: random.Random) -> Optional[list[int]]:
         """The reference's training sampler; None if the scene is too short for it."""
         if num_frames < self.num_views:

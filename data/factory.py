@@ -2,6 +2,7 @@
 
     dataset = build_dataset(cfg)                          # training.dataset_path, training sampler
     dataset = build_dataset(cfg, "data/test/full_list.txt", eval_index="data/test/index.json")
+    dataset = build_dataset(cfg, evaluation=True)  # objects: the reference's evaluation mode
     n_in = input_views_for_step(cfg.training, step)
 """
 
@@ -58,17 +59,27 @@ def input_views_for_step(training, step: int) -> int:
     return random.Random(training.seed * 1_000_003 + step).randint(training.view_min, training.view_max)
 
 
-def build_dataset(cfg, list_file: Optional[str | Path] = None, eval_index: Optional[str | Path] = None,
-                  seed: Optional[int] = None, num_views: Optional[int] = None):
-    """The dataset training.dataset_name names, reading list_file (training.dataset_path by default).
-    With eval_index (scenes only), the fixed evaluation views of that pixelSplat index. `num_views`:
-    frames per training sample (training.num_views by default; the trainer passes its family's; with
-    an eval_index, num_input_views + num_target_views, as the reference's inference.py overwrites it)."""
-    t, tok = cfg.training, cfg.model.image_tokenizer
-    kind = DATASETS.get(t.dataset_name)
+def dataset_kind(training) -> str:
+    """"scene" or "object": what training.dataset_name names (the reference's class paths included)."""
+    kind = DATASETS.get(training.dataset_name)
     if kind is None:
-        raise ConfigError(f"training.dataset_name: unknown dataset {t.dataset_name!r}; choose one of {list(DATASETS)}")
-    if eval_index is not None:  # evaluation: num_input_views fixed inputs, whatever training draws; and
+        raise ConfigError(f"training.dataset_name: unknown dataset {training.dataset_name!r}; choose one of "
+                          f"{list(DATASETS)}")
+    return kind
+
+
+def build_dataset(cfg, list_file: Optional[str | Path] = None, eval_index: Optional[str | Path] = None,
+                  seed: Optional[int] = None, num_views: Optional[int] = None, evaluation: bool = False):
+    """The dataset training.dataset_name names, reading list_file (training.dataset_path by default).
+    With eval_index (scenes only), the fixed evaluation views of that pixelSplat index; with
+    `evaluation` and objects, the reference's evaluation mode (data.dataset_object: the first
+    inference.eval_objects objects). `num_views`: frames per training sample (training.num_views by
+    default; the trainer passes its family's; in evaluation, num_input_views + num_target_views, as the
+    reference's inference.py overwrites it)."""
+    t, tok = cfg.training, cfg.model.image_tokenizer
+    kind = dataset_kind(t)
+    evaluation = evaluation or eval_index is not None
+    if evaluation:  # num_input_views fixed inputs, whatever training draws; and
         num_views = t.num_input_views + t.num_target_views  # num_views as the reference's inference.py sets it
         check_view_counts(t, num_views, evaluation=True)
     else:
@@ -79,7 +90,9 @@ def build_dataset(cfg, list_file: Optional[str | Path] = None, eval_index: Optio
             raise ConfigError("training.cache_frames applies to scene datasets only, not to objects")
         if eval_index is not None:
             raise ConfigError("an evaluation index applies to scene datasets only, not to objects")
-        return _object_dataset(cfg, list_file, num_views, t.seed if seed is None else seed)
+        return _object_dataset(cfg, list_file, num_views, t.seed if seed is None else seed, evaluation)
+    if evaluation and eval_index is None:
+        raise ConfigError("inference.view_idx_file_path: scenes are evaluated at an index (pixelSplat's JSON)")
     list_file = Path(list_file if list_file is not None else t.dataset_path)
     if not list_file.is_file():
         key = "training.dataset_path" if list_file == Path(t.dataset_path) else "the scene list"
@@ -94,9 +107,10 @@ def build_dataset(cfg, list_file: Optional[str | Path] = None, eval_index: Optio
                         cache_frames=t.cache_frames and eval_index is None)
 
 
-def _object_dataset(cfg, source: Optional[str | Path], num_views: int, seed: int) -> ObjectDataset:
+def _object_dataset(cfg, source: Optional[str | Path], num_views: int, seed: int, evaluation: bool) -> ObjectDataset:
     """Objects from `source`, else training.list_path (a JSON {uid: folder}, as the reference), else
-    training.dataset_path (a list file, or a folder of render folders)."""
+    training.dataset_path (a list file, or a folder of render folders); with `evaluation`, the first
+    inference.eval_objects of them, as the reference's evaluation mode."""
     t, tok, o = cfg.training, cfg.model.image_tokenizer, cfg.training.objects
     key = "the object list" if source is not None else "training.list_path" if t.list_path else "training.dataset_path"
     source = Path(source if source is not None else t.list_path or t.dataset_path)
@@ -114,4 +128,5 @@ def _object_dataset(cfg, source: Optional[str | Path], num_views: int, seed: int
     return ObjectDataset(source, image_size=tok.image_size, patch_size=tok.patch_size, num_views=num_views,
                          square_crop=t.square_crop, background=background, camera_convention=o.camera_convention,
                          fov_deg=o.fov_deg, normalize_poses=o.normalize_poses, scene_scale_factor=t.scene_scale_factor,
-                         view_sampler=o.view_sampler, scale=o.scale, seed=seed)
+                         view_sampler=o.view_sampler, scale=o.scale, seed=seed, evaluation=evaluation,
+                         eval_objects=cfg.inference.eval_objects)

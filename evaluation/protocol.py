@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from data.dataset_scene import SceneDataset
-from data.factory import build_dataset
+from data.dataset_object import EVAL_MIN_ENTRIES, ObjectDataset
+from data.factory import build_dataset, dataset_kind
 from data.scene_format import SAMPLE_ERRORS
 from evaluation.scenes import RESIZE_TO, baseline_summary, render_scenes, resize_record, score_scene
 from model import build_model, load_weights
@@ -55,7 +56,12 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def build_eval_dataset(cfg) -> SceneDataset:
+def build_eval_dataset(cfg) -> SceneDataset | ObjectDataset:
+    """Scenes at the pixelSplat index inference.view_idx_file_path; objects (training.dataset_name) as the
+    reference's object loader evaluates them, no index (data.dataset_object: the first
+    inference.eval_objects objects of the list, inputs 0-3 for objects of 14 frames)."""
+    if dataset_kind(cfg.training) == "object":
+        return build_dataset(cfg, evaluation=True)
     index = cfg.inference.view_idx_file_path
     if not index:
         raise ConfigError("inference.view_idx_file_path: the evaluation index is required (pixelSplat's JSON)")
@@ -236,8 +242,11 @@ def replace_dir(stage: Path, out_dir: Path) -> None:
         shutil.rmtree(old)
 
 
-def protocol_header(cfg, ckpt_path: Path, ckpt: dict, dataset: SceneDataset, failures: list, lpips) -> dict:
-    t, index = cfg.training, Path(cfg.inference.view_idx_file_path)
+def protocol_header(cfg, ckpt_path: Path, ckpt: dict, dataset: SceneDataset | ObjectDataset, failures: list,
+                    lpips) -> dict:
+    t = cfg.training
+    objects = isinstance(dataset, ObjectDataset)
+    index = None if objects else Path(cfg.inference.view_idx_file_path)
     counts = {k: v for k, v in dataset.counts.items() if not k.endswith("_names")}
     problems = {k for k, _ in getattr(dataset, "index_problems", [])}
     counts["failed_to_load"] = sum(k not in problems for k, _ in failures)
@@ -246,7 +255,12 @@ def protocol_header(cfg, ckpt_path: Path, ckpt: dict, dataset: SceneDataset, fai
         "resolution": cfg.model.image_tokenizer.image_size, "square_crop": t.square_crop,
         "input_views": t.num_input_views, "target_views": t.num_target_views, "target_has_input": False,
         "incremental": cfg.inference.use_incremental_inference,
-        "index_file": str(index), "index_sha256": file_hash(index), "scene_list": t.dataset_path,
+        "index_file": str(index) if index else None, "index_sha256": file_hash(index) if index else None,
+        "scene_list": (t.list_path or t.dataset_path) if objects else t.dataset_path,
+        **({"objects": f"the first {cfg.inference.eval_objects or 'all'} of the list with more than "
+                       f"{EVAL_MIN_ENTRIES} entries (the reference's object evaluation); views drawn from "
+                       f"seed {t.seed}", "excluded": [{"scene": k, "reason": r} for k, r in dataset.excluded]}
+           if objects else {}),
         "scored_size": (f"{RESIZE_TO[0]}x{RESIZE_TO[1]} (inference.resize: bilinear, align_corners=False)"
                         if cfg.inference.resize else "as rendered"),
         "metrics": "PSNR per image on [0, 1]-clamped images, averaged; SSIM (scikit-image, gaussian, win 11, "

@@ -18,7 +18,7 @@ from utils.metrics import mean_image_baseline, nearest_view_baseline, psnr
 def render_scenes(model: torch.nn.Module, dataset, indices: list[int], num_input_views: int,
                   device: torch.device, autocast: Callable, on_error: Optional[Callable] = None,
                   errors: tuple = (), incremental: bool = False) -> Iterator[dict]:
-    """For each dataset index: its scene key (the metadata file's stem), scene name, frame indices and the input, target and rendered
+    """For each dataset index: its scene key (dataset.scene_key), scene name, frame indices and the input, target and rendered
     views ([v, 3, h, w] on the CPU, float32). The first num_input_views views of a sample are inputs.
     A sample that raises one of `errors` is passed to on_error((scene, reason)) and skipped. With
     `incremental`, the inputs enter the model's cache one view at a time."""
@@ -26,7 +26,7 @@ def render_scenes(model: torch.nn.Module, dataset, indices: list[int], num_input
     model.eval()
     try:
         for idx in indices:
-            key = dataset.scene_paths[idx].stem  # the scene key: unique per metadata file, as the index is keyed
+            key = dataset.scene_key(idx)  # a scene's metadata file stem (as the index is keyed), an object's uid
             try:
                 sample = dataset[idx]
             except errors as err:

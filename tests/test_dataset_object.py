@@ -182,12 +182,12 @@ def test_alpha_dropped_or_composited(tmp_path):
 
 
 # ----------------------------------------------------------------------------- from a config
-def _cfg(dataset_path, **objects):
+def _cfg(dataset_path, *overrides, **objects):
     return config_from_dict({
         "model": {"image_tokenizer": {"image_size": 16, "patch_size": 8},
                   "target_pose_tokenizer": {"image_size": 16, "patch_size": 8}},
         "training": {"dataset_name": "data.dataset_object.ObjaverseDataset", "dataset_path": str(dataset_path),
-                     "num_views": 4, "num_input_views": 2, "num_target_views": 2, "objects": objects}})
+                     "num_views": 4, "num_input_views": 2, "num_target_views": 2, "objects": objects}}, overrides)
 
 
 def test_config_sources_and_errors(tmp_path):
@@ -209,3 +209,90 @@ def test_config_sources_and_errors(tmp_path):
     (tmp_path / "renders" / "a" / "003.npy").unlink()
     with pytest.raises(FileNotFoundError, match="003.npy"):
         build_dataset(_cfg(tmp_path / "renders")).load(0, [3])
+
+
+# ----------------------------------------------------------------------------- evaluation mode
+def _reference_eval_objects(uid_path_list: dict) -> list[str]:
+    """ObjaverseDataset.__init__ with inference.if_inference: the first 100 items, folders of more than 28 entries."""
+    import os
+    first = {k: v for i, (k, v) in enumerate(uid_path_list.items()) if i < 100}
+    return [uid for uid, path in first.items() if len(os.listdir(path)) > 28]
+
+
+def _reference_eval_views(n: int, num_views: int, rng: random.Random) -> list[int]:
+    """ObjaverseDataset.__getitem__ with if_inference (its `random` module swapped for rng)."""
+    if n != 14:
+        return _reference_views(n, num_views, rng)
+    views = [0, 1, 2, 3]
+    remaining = num_views - len(views)
+    if remaining > 0:
+        available = [i for i in range(n) if i not in views]
+        views += rng.sample(available, remaining) if len(available) >= remaining else available
+    return views
+
+
+@pytest.mark.parametrize("n", [14, 32, 20])
+def test_evaluation_views_are_the_references(n):
+    from data.dataset_object import evaluation_views
+    for seed in range(30):
+        for num_views in (5, 8):
+            ours = evaluation_views(n, num_views, random.Random(seed))
+            assert ours == _reference_eval_views(n, num_views, random.Random(seed))
+            assert len(set(ours)) == num_views
+    assert evaluation_views(14, 2, random.Random(0)) == [0, 1]  # the reference would keep 0-3
+
+
+@pytest.fixture
+def eval_objects(tmp_path):
+    """102 objects in a {uid: folder} list: o000 of 14 frames and a metadata file (29 entries), o001 of
+    14 frames alone (28), o002 of 20 frames, o003-o100 empty, o101 of 20 frames (past the first 100)."""
+    renders = tmp_path / "renders"
+    uids = {f"o{i:03d}": f"renders/o{i:03d}" for i in range(102)}
+    for uid, frames in (("o000", 14), ("o001", 14), ("o002", 20), ("o101", 20)):
+        _render_folder(renders / uid, frames, size=16)
+    (renders / "o000" / "meta.json").write_text("{}")
+    for i in range(3, 101):
+        (renders / f"o{i:03d}").mkdir()
+    (tmp_path / "objects.json").write_text(json.dumps(uids))
+    return tmp_path / "objects.json", {uid: str(tmp_path / path) for uid, path in uids.items()}
+
+
+def test_evaluation_objects_are_the_references(eval_objects):
+    path, absolute = eval_objects
+    cfg = _cfg(path, "training.num_input_views=4", "training.num_target_views=3")
+    ds = build_dataset(cfg, evaluation=True)
+    assert ds.scene_keys == _reference_eval_objects(absolute) == ["o000", "o002"]
+    assert ds.counts == {"listed": 102, "considered": 100, "evaluated": 2, "excluded": 98}
+    assert "28 entries" in dict(ds.excluded)["o001"]
+    first, again = ds[0], build_dataset(cfg, evaluation=True)[0]
+    assert first["index"][:4, 0].tolist() == [0, 1, 2, 3] and len(first["index"]) == 7  # inputs + targets
+    assert torch.equal(first["index"], again["index"])  # the same views at every run
+    assert ds.scene_key(1) == "o002" and ds[1]["image"].shape == (7, 3, 16, 16)
+    everything = _cfg(path, "inference.eval_objects=null")  # all: o101 joins
+    assert build_dataset(everything, evaluation=True).scene_keys == ["o000", "o002", "o101"]
+    with pytest.raises(ConfigError, match="inference.eval_objects=0"):
+        _cfg(path, "inference.eval_objects=0")
+
+
+def test_inference_evaluates_objects(eval_objects, tmp_path):
+    """inference.py on objects: no index, the reference's selection, the objects' uids as scene keys."""
+    from inference import main
+    from model import build_model
+    from utils.config import to_dict
+    path, _ = eval_objects
+    cfg = _cfg(path)
+    model = build_model(config_from_dict({"model": {
+        "class_name": "efficient_lvsm", "transformer": {"d": 16, "d_head": 8, "n_layer": 1},
+        "image_tokenizer": {"image_size": 16, "patch_size": 8},
+        "target_pose_tokenizer": {"image_size": 16, "patch_size": 8}}}).model)
+    torch.save({"model": model.state_dict()}, tmp_path / "model.pt")
+    config = tmp_path / "objects.yaml"
+    data = to_dict(cfg)
+    data["model"] = {**data["model"], "transformer": {**data["model"]["transformer"], "d": 16, "d_head": 8, "n_layer": 1}}
+    config.write_text(json.dumps(data))  # JSON is YAML
+    summary = main(["--config", str(config), f"inference.checkpoint_dir={tmp_path / 'model.pt'}",
+                    "training.device=cpu", f"inference_out_dir={tmp_path / 'out'}", "inference.generate_website=false"])
+    assert summary["scenes"] == 2 and summary["images"] == 4 and summary["index_file"] is None
+    assert len(summary["excluded"]) == 98 and summary["counts"]["evaluated"] == 2
+    rows = json.loads((tmp_path / "out" / "per_image.json").read_text())
+    assert sorted({r["scene"] for r in rows}) == ["o000", "o002"]

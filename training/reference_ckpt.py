@@ -108,7 +108,7 @@ def training_state(ckpt: dict, model: nn.Module, aligner: Optional[nn.Module], o
         raise CheckpointError(
             f"{source}: its optimizer holds {[len(g['params']) for g in their_groups]} parameters in its groups, this "
             f"model{' and its REPA projectors' if aligner is not None else ''} {[len(g) for g in groups]} (decayed, not "
-            f"decayed){extra}; a teacher trained beside the model (model.freeze_repa_encoder=false) cannot be resumed "
+            f"decayed){extra}; a teacher trained beside the model (their freeze_repa_encoder=false) cannot be resumed "
             "here; set training.reset_training_state=true to take the weights only")
     our_index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
     mine = optimizer.state_dict()["param_groups"]
