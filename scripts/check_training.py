@@ -9,7 +9,8 @@ batches, with the recorded target draws, through training/loop.update. Reported 
 the README's tolerance): relative errors of the loss and its parts, the PSNR, the gradient norm and
 the weights' norm after each step; the learning rate; updates and skips that differ; the final
 weights (max abs, and the L2 distance relative to how far the reference moved them); Adam's moments
-(relative L2 per recorded tensor) and its step count.
+(relative L2 per recorded tensor) and its step count; and the optimizer's groups: parameters in
+another group than theirs, or a group whose weight decay, betas or eps differ.
 """
 
 import hashlib
@@ -32,7 +33,7 @@ KEYS = ("config", "init_state", "vgg_recipe", "batches", "steps", "final_state",
 # The reference README's tolerances for a faithful fp32 reimplementation.
 TOLERANCES = {"lr": 1e-12, "loss": 1e-5, "l2_loss": 1e-5, "perceptual_loss": 1e-5, "psnr": 1e-5, "grad_norm": 1e-3,
               "param_norm_after": 1e-6, "update_and_skip_mismatches": 0, "final_max_abs": 1e-4,
-              "final_rel_l2": 1e-3, "exp_avg": 5e-3, "exp_avg_sq": 5e-3, "adam_step": 0}
+              "final_rel_l2": 1e-3, "exp_avg": 5e-3, "exp_avg_sq": 5e-3, "adam_step": 0, "optimizer_group_mismatches": 0}
 PARTS = {"loss": "loss", "l2_loss": "l2", "perceptual_loss": "perceptual", "psnr": "psnr"}  # theirs -> ours
 
 
@@ -119,6 +120,24 @@ def trainer(cfg, data: dict, path: Path) -> Run:
     return Run(cfg, dist, model, Trainee(model, None), None, loss, optimizer, scheduler, optim, None, None, None, plan)
 
 
+def group_mismatches(run: Run, data: dict) -> int:
+    """Parameters (by name) that are in another AdamW group here than in the file, plus groups whose
+    weight_decay, betas or eps differ from the file's."""
+    theirs = data["optimizer_final"].get("param_groups") or []
+    names = {id(p): n for n, p in run.model.named_parameters()}
+    ours = [({names[id(p)] for p in g["params"]}, g) for g in run.optimizer.param_groups]
+    count = abs(len(ours) - len(theirs)) if theirs else 0
+    for (mine, group), their in zip(ours, theirs):
+        if "names" in their:
+            count += len(mine ^ set(their["names"]))
+        count += sum(key in their and _floats(group[key]) != _floats(their[key]) for key in ("weight_decay", "betas", "eps"))
+    return count
+
+
+def _floats(value) -> tuple[float, ...]:
+    return tuple(float(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+
+
 def final_errors(run: Run, data: dict) -> dict[str, float]:
     """Weights and Adam's recorded moments after the last step, against the file's."""
     ours = dict(run.model.named_parameters())
@@ -127,7 +146,7 @@ def final_errors(run: Run, data: dict) -> dict[str, float]:
     dist = sum((ours[k].detach().double() - v.double()).square().sum() for k, v in final.items()).sqrt()
     moved = sum((v.double() - init[k].double()).square().sum() for k, v in final.items()).sqrt()
     out = {"final_max_abs": max_abs, "final_rel_l2": (dist / max(moved, 1e-30)).item(), "exp_avg": 0.0,
-           "exp_avg_sq": 0.0, "adam_step": 0.0}
+           "exp_avg_sq": 0.0, "adam_step": 0.0, "optimizer_group_mismatches": group_mismatches(run, data)}
     for name, theirs in data["optimizer_final"]["state"].items():
         state = run.optimizer.state[ours[name]]
         for key in ("exp_avg", "exp_avg_sq"):
