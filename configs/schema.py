@@ -80,6 +80,10 @@ class TrainingConfig:
     train_time: Optional[float] = None  # hours; Efficient-LVSM: 12 when unset
     grad_clip_norm: float = 1.0
     allowed_gradnorm_factor: float = 5.0
+    # a step whose loss or gradients are not finite: "skip" (ours: skipped on every rank, gradients
+    # cleared, the schedule advances) or "reference" (theirs: non-finite gradients set to 0 / +-1e-6
+    # and applied; a non-finite last loss holds the update and the schedule, gradients kept)
+    nonfinite_steps: str = "skip"
     use_amp: bool = True
     amp_dtype: str = "bf16"
     use_tf32: bool = True

@@ -149,6 +149,49 @@ def test_nonfinite_loss_step_is_skipped(rooms, tmp_path, monkeypatch):
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
+def test_nonfinite_steps_reference(rooms, tmp_path, monkeypatch):
+    """training.nonfinite_steps=reference: a non-finite loss holds the update and the schedule (the
+    reference's train.py); the next step's gradients, NaN where they met the held ones, are zeroed
+    there and applied."""
+    from training import losses
+    original = losses.RenderLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, pred, target):
+        calls["n"] += 1
+        total, parts = original(self, pred, target)
+        return (total * float("nan") if calls["n"] == 2 else total), parts
+
+    monkeypatch.setattr(losses.RenderLoss, "forward", poisoned)
+    result = run_train(overrides(rooms, tmp_path, "efficient_lvsm", "training.train_steps=3",
+                                 "training.nonfinite_steps=reference"))
+    assert result["counts"] == {"applied": 2, "skipped_nonfinite": 1, "skipped_spike": 0}
+    ckpt = torch.load(checkpoints(tmp_path)[-1], weights_only=True)
+    assert ckpt["step"] == 3 and ckpt["scheduler"]["last_epoch"] == 2  # the held step did not advance it
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_optim_step_reference_sanitizes_and_holds():
+    from utils.distributed import DistInfo
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["training.grad_clip_norm=1.0", "training.nonfinite_steps=reference",
+                                                       "training.allowed_gradnorm_factor=5"]).training
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([w], lr=0.1)
+    step = OptimStep(cfg, [w], opt, torch.device("cpu"), DistInfo(0, 1, 0, torch.device("cpu")))
+    w.grad = torch.tensor([float("nan"), float("inf"), 0.5])
+    applied, norm = step.step(torch.tensor(1.0))
+    assert applied and not step.held and w.grad is None
+    assert norm.item() == pytest.approx(0.5, rel=1e-9)  # of the sanitized gradients [0, 1e-6, 0.5]
+    torch.testing.assert_close(w.detach(), torch.tensor([1.0, 1.0 - 1e-7, 0.95]), rtol=0, atol=1e-9)
+    w.grad = torch.ones(3)
+    applied, _ = step.step(torch.tensor(float("nan")))
+    assert not applied and step.held and torch.equal(w.grad, torch.ones(3))  # held: gradients kept
+    assert step.counts == {"applied": 1, "skipped_nonfinite": 1, "skipped_spike": 0}
+    with pytest.raises(ValueError, match="training.nonfinite_steps"):
+        OptimStep(load_config(ROOT / "configs" / "tiny.yaml", ["training.nonfinite_steps=zero"]).training, [w], opt,
+                  torch.device("cpu"), DistInfo(0, 1, 0, torch.device("cpu")))
+
+
 def test_optim_step_guards():
     from utils.distributed import DistInfo
     cfg = load_config(ROOT / "configs" / "tiny.yaml", ["training.grad_clip_norm=1.0",

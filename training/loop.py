@@ -276,10 +276,12 @@ def update(run: Run, pairs: Iterator[tuple[dict, dict]]) -> dict:
         for k, v in parts.items():
             totals[k] = totals.get(k, 0.0) + v.float() / t.grad_accum_steps
     lr = run.optimizer.param_groups[0]["lr"]  # the rate this step applies (0 at step 0: warmup from 0)
-    applied, norm = run.optim.step(totals["loss"])
-    with warnings.catch_warnings():  # torch's note when no update was applied yet (skipped): the schedule
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")  # counts steps, as theirs
-        run.scheduler.step()
+    # the reference checks the loss of the forward pass that ends the step (nonfinite_steps="reference")
+    applied, norm = run.optim.step(per_micro[-1]["loss"] if run.optim.sanitize else totals["loss"])
+    if not run.optim.held:
+        with warnings.catch_warnings():  # torch's note when no update was applied yet (skipped): the schedule
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")  # counts steps, as theirs
+            run.scheduler.step()
     run.step += 1
     last_views = (inputs["image"], targets["image"], pred.detach())
     return {**totals, "grad_norm": norm, "applied": applied, "views": last_views, "lr": lr, "micro": per_micro}

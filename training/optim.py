@@ -4,6 +4,11 @@
 whose loss or gradient norm is not finite, or whose norm exceeds grad_clip_norm x
 allowed_gradnorm_factor (the reference's guard against spikes), is skipped on every rank alike, its
 gradients cleared, and counted. Its state (scaler, counters) goes into the checkpoint.
+
+training.nonfinite_steps="reference" takes the reference trainers' rule for non-finite values instead:
+the gradients' NaN become 0 and +-inf +-1e-6 (after the fp16 unscale) and the step goes on (clipping,
+spike guard); a non-finite loss of the step's last micro-batch holds the update: no optimizer step, no
+schedule step, gradients kept (they add to the next step's and are sanitized then).
 """
 
 import math
@@ -15,6 +20,7 @@ from utils.distributed import DistInfo, agree_any
 from utils.precision import AMP_DTYPES, autocast, check_amp_dtype
 
 SCHEDULES = ("constant", "cosine", "linear", "wsd")  # the reference: the first three (transformers')
+NONFINITE = ("skip", "reference")  # training.nonfinite_steps
 
 
 def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
@@ -71,6 +77,9 @@ class OptimStep:
     def __init__(self, training, params: list[torch.Tensor], optimizer, device: torch.device, dist: DistInfo):
         t = training
         check_amp_dtype(t.amp_dtype)
+        if t.nonfinite_steps not in NONFINITE:
+            raise ValueError(f"training.nonfinite_steps: {t.nonfinite_steps!r} is not one of {list(NONFINITE)}")
+        self.sanitize = t.nonfinite_steps == "reference"
         # fp32 on CPU (same code path), and for the reference's amp_dtype fp32 / tf32
         self.enabled = bool(t.use_amp) and device.type == "cuda" and t.amp_dtype in AMP_DTYPES
         self.dtype, self.amp_dtype = AMP_DTYPES.get(t.amp_dtype, torch.float32), t.amp_dtype
@@ -78,6 +87,7 @@ class OptimStep:
         self.clip, self.limit = t.grad_clip_norm, t.grad_clip_norm * t.allowed_gradnorm_factor
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.enabled and self.dtype == torch.float16)
         self.counts = {"applied": 0, "skipped_nonfinite": 0, "skipped_spike": 0}
+        self.held = False  # the last step was held (nonfinite_steps="reference"): the schedule stays too
 
     def autocast(self):
         return autocast(self.device, self.amp_dtype, self.enabled)
@@ -86,10 +96,24 @@ class OptimStep:
         self.scaler.scale(loss).backward()
 
     def step(self, loss: torch.Tensor) -> tuple[bool, torch.Tensor]:
-        """Clip and apply the accumulated gradients unless the guard trips; always clears them.
+        """Clip and apply the accumulated gradients unless the guard trips; clears them (but in the
+        reference's hold, see the module docstring: then `held` is true until the next call).
 
-        `loss`: this step's (detached) loss. Returns (applied, grad norm before clipping)."""
-        self.scaler.unscale_(self.optimizer)
+        `loss`: this step's (detached) loss; with nonfinite_steps="reference" the last micro-batch's.
+        Returns (applied, grad norm before clipping)."""
+        self.held = False
+        if self.sanitize and not agree_any(~torch.isfinite(loss.detach()).reshape(1), self.dist)[0]:
+            self.scaler.unscale_(self.optimizer)
+            with torch.no_grad():
+                for p in self.params:
+                    if p.grad is not None:
+                        p.grad.nan_to_num_(nan=0.0, posinf=1e-6, neginf=-1e-6)
+        elif self.sanitize:  # a non-finite loss: hold, as the reference (nothing stepped, nothing cleared)
+            self.held = True
+            self.counts["skipped_nonfinite"] += 1
+            return False, torch.tensor(float("nan"))
+        else:
+            self.scaler.unscale_(self.optimizer)
         norm = nn.utils.clip_grad_norm_(self.params, self.clip if self.clip > 0 else float("inf"))
         nonfinite = ~(torch.isfinite(norm) & torch.isfinite(loss))
         spike = torch.isfinite(norm) & (norm > self.limit) if self.clip > 0 else torch.zeros_like(nonfinite)
