@@ -130,7 +130,8 @@ def test_corrupt_newest_checkpoint_falls_back(rooms, tmp_path):
     assert result["step"] == 4 and result["counts"]["applied"] == 4  # steps 3-4 redone from step 2
 
 
-def test_nonfinite_loss_step_is_skipped(rooms, tmp_path, monkeypatch):
+def _poison_second_loss(monkeypatch):
+    """The loss of the second forward pass becomes NaN."""
     from training import losses
     original = losses.RenderLoss.forward
     calls = {"n": 0}
@@ -141,6 +142,10 @@ def test_nonfinite_loss_step_is_skipped(rooms, tmp_path, monkeypatch):
         return (total * float("nan") if calls["n"] == 2 else total), parts
 
     monkeypatch.setattr(losses.RenderLoss, "forward", poisoned)
+
+
+def test_nonfinite_loss_step_is_skipped(rooms, tmp_path, monkeypatch):
+    _poison_second_loss(monkeypatch)
     result = run_train(overrides(rooms, tmp_path, "efficient_lvsm", "training.train_steps=3"))
     assert result["counts"] == {"applied": 2, "skipped_nonfinite": 1, "skipped_spike": 0}
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -153,16 +158,7 @@ def test_nonfinite_steps_reference(rooms, tmp_path, monkeypatch):
     """training.nonfinite_steps=reference: a non-finite loss holds the update and the schedule (the
     reference's train.py); the next step's gradients, NaN where they met the held ones, are zeroed
     there and applied."""
-    from training import losses
-    original = losses.RenderLoss.forward
-    calls = {"n": 0}
-
-    def poisoned(self, pred, target):
-        calls["n"] += 1
-        total, parts = original(self, pred, target)
-        return (total * float("nan") if calls["n"] == 2 else total), parts
-
-    monkeypatch.setattr(losses.RenderLoss, "forward", poisoned)
+    _poison_second_loss(monkeypatch)
     result = run_train(overrides(rooms, tmp_path, "efficient_lvsm", "training.train_steps=3",
                                  "training.nonfinite_steps=reference"))
     assert result["counts"] == {"applied": 2, "skipped_nonfinite": 1, "skipped_spike": 0}
