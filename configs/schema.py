@@ -138,6 +138,18 @@ class RenderVideoConfig:
 
 
 @dataclass
+class CacheConfig:
+    """The scene cache under a budget, for streams of views (model/stream.py: CacheBudget)."""
+    max_views: Optional[int] = None  # views held at most; null: all
+    policy: str = "all"  # all, recent, sink_recent, coverage, attention
+    sink_views: int = 2  # sink_recent: the stream's first views, never evicted
+    select_views: Optional[int] = None  # each render attends to the k nearest held views; null: all
+    storage: str = "native"  # native, bf16, fp16, int8 (per view and head scales)
+    probe_views: int = 2  # attention: the newest views whose cameras are rendered to score the others
+    angle_weight: float = 1.0  # camera distance: centre distance / extent + weight x (1 - cos angle)
+
+
+@dataclass
 class InferenceConfig:
     if_inference: bool = False
     compute_metrics: bool = False
@@ -157,6 +169,7 @@ class InferenceConfig:
     lpips_autocast: bool = True  # LPIPS under the evaluation's autocast (bf16 on GPU with use_amp), as the reference
     # objects: the first N entries of the list are evaluated (the reference's object loader: 100); null: all
     eval_objects: Optional[int] = 100
+    cache: CacheConfig = field(default_factory=CacheConfig)  # streams: scripts/stream_replay.py, the demo
 
 
 @dataclass
