@@ -65,12 +65,15 @@ class Style:
     tile_scale: float = 1.0  # x the metres a texture spans before it repeats: larger is lower frequency
     walk_scale: float = 1.0  # the stretch of the rooms walk the frames cover (1: all of it): the camera baseline
     photo_fraction: float = 0.5  # share of materials textured with photos (the rest: patterns)
+    laps: float = 0.0  # rooms: 0, the original arc (35-80 degrees); > 0, that many laps of the loop (long
+    # walks that come back to where they were: streams of views)
 
     def __post_init__(self):
         if self.textures not in TEXTURE_MODES:
             raise ValueError(f"textures must be one of {list(TEXTURE_MODES)}, got {self.textures!r}")
-        if min(self.tile_scale, self.walk_scale) <= 0 or not 0 <= self.photo_fraction <= 1:
-            raise ValueError(f"tile_scale and walk_scale must be > 0 and photo_fraction in [0, 1], got {self}")
+        if min(self.tile_scale, self.walk_scale) <= 0 or not 0 <= self.photo_fraction <= 1 or self.laps < 0:
+            raise ValueError(f"tile_scale and walk_scale must be > 0, photo_fraction in [0, 1] and laps >= 0, "
+                             f"got {self}")
 
 
 @dataclass
@@ -125,7 +128,10 @@ def _room_scene(rng: np.random.Generator, split: str, frames: int, size: int, st
     centre = rng.uniform(-1, 1, 2) * np.maximum(room_xz - 1.2, 0)
     radii = rng.uniform(0.6, 1.0, 2) * (room_xz - np.abs(centre))
     s = np.linspace(0, style.walk_scale, frames)  # walk_scale 0.5: the first half of the walk, as densely
-    phi = rng.uniform(0, 2 * np.pi) + rng.choice([-1, 1]) * rng.uniform(0.6, 1.4) * s
+    start, sign, arc = rng.uniform(0, 2 * np.pi), rng.choice([-1, 1]), rng.uniform(0.6, 1.4)
+    if style.laps:  # whole laps of the ellipse: every place is passed again, a little off the last pass
+        arc = 2 * np.pi * style.laps / style.walk_scale
+    phi = start + sign * arc * s
     sway = 1 + drift / radii.min() * np.sin(2 * np.pi * s * rng.uniform(0.5, 1.5) + rng.uniform(0, 2 * np.pi))
     x, z = centre[0] + radii[0] * sway * np.cos(phi), centre[1] + radii[1] * sway * np.sin(phi)
     y = rng.uniform(1.3, 1.7) + 0.03 * np.sin(2 * np.pi * s * 2 + rng.uniform(0, 2 * np.pi))
@@ -339,6 +345,8 @@ def check_settings(out: Path, settings: dict) -> None:
     path = out / SETTINGS_FILE
     if path.is_file():
         old = json.loads(path.read_text())
+        if isinstance(old.get("style"), dict):  # recorded before a Style field existed: its default
+            old["style"] = {**asdict(Style()), **old["style"]}
         if old != settings:
             diff = ", ".join(f"{k}: {old.get(k)} there, {v} now" for k, v in settings.items() if old.get(k) != v)
             raise ValueError(f"{out} holds scenes generated with other settings ({diff}); choose another folder "
@@ -418,9 +426,11 @@ def main(argv=None) -> dict:
     p.add_argument("--walk_scale", type=float, default=1.0, help="stretch of the rooms walk the frames cover "
                    "(1: all): the camera baseline between frames")
     p.add_argument("--photo_fraction", type=float, default=0.5, help="share of photo textures (rest: patterns)")
+    p.add_argument("--laps", type=float, default=0.0, help="rooms: laps of a loop through the room (0: the "
+                   "original arc); with many --frames, long walks that revisit places (streams of views)")
     args = p.parse_args(argv)
     start = time.perf_counter()
-    style = Style(args.textures, args.tile_scale, args.walk_scale, args.photo_fraction)
+    style = Style(args.textures, args.tile_scale, args.walk_scale, args.photo_fraction, args.laps)
     counts = generate(args.out, args.kind, args.num_train, args.num_test, args.frames, args.size,
                       args.seed, args.workers, progress=True, style=style)
     seconds = time.perf_counter() - start

@@ -12,9 +12,11 @@ stream. `StreamingScene` bounds it (`CacheBudget`):
   - "coverage": the most redundant view: the one nearest to another held view, by the camera
     distance below (greedy farthest-point thinning of camera centres and viewing directions); the
     new view itself may go when it is the redundant one;
-  - "attention": the view that received the least cross-attention, summed over layers, heads and
-    queries, when the newest `probe_views` held views' cameras are rendered (H2O's heavy hitters,
-    Evict3R's attention-score eviction, over whole views); the newest view is never evicted.
+  - "attention": the view that has received the least cross-attention so far (H2O's heavy hitters,
+    Evict3R's attention-score eviction, over whole views): each view's share of the attention
+    (model.stream.attention_mass: over layers, heads and queries) is added up over every render since
+    it arrived, the stream's own renders and, at each arrival, a probe render of the newest
+    `probe_views` held views' cameras; the newest view is never evicted.
 - `select_views`: each render attends only to the k held views nearest to its target camera (all
   targets of a call together: the k nearest to any of them, up to k per target), so its cost stays
   flat however many views are held.
@@ -91,6 +93,7 @@ class StreamingScene:
         self.intrinsics: dict[int, torch.Tensor] = {}  # held view id -> fxfycxcy [4]
         self.arrived = 0  # views added so far
         self.evicted: list[int] = []  # ids, in eviction order
+        self.attention: dict[int, float] = {}  # attention policy: held view id -> attention received so far
 
     @property
     def view_ids(self) -> list[int]:
@@ -118,13 +121,18 @@ class StreamingScene:
             view_id = self.cache.append(new.keys, new.values, new.image_size)[0]
         self.cameras[view_id] = c2w.detach().double().cpu()
         self.intrinsics[view_id] = fxfycxcy.detach().cpu()
+        self.attention[view_id] = 0.0
         self.arrived += 1
         evicted = []
         b = self.budget
+        if b.policy == "attention" and self.cache.num_views > b.max_views:
+            probes = self.cache.view_ids[-b.probe_views:]
+            self._attend(self.cache, torch.stack([self.cameras[i] for i in probes]).float(),
+                         torch.stack([self.intrinsics[i] for i in probes]))
         while b.max_views is not None and self.cache.num_views > b.max_views:
             victim = self._victim()
             self.cache.remove(victim)
-            del self.cameras[victim], self.intrinsics[victim]
+            del self.cameras[victim], self.intrinsics[victim], self.attention[victim]
             evicted.append(victim)
         self.evicted += evicted
         return {"id": view_id, "evicted": evicted, "add_ms": 1000 * (time.perf_counter() - started),
@@ -145,19 +153,16 @@ class StreamingScene:
             i, j = divmod(int(torch.argmin(dist).item()), len(ids))
             second = [torch.sort(dist[k]).values[1].item() if len(ids) > 2 else 0.0 for k in (i, j)]
             return ids[i] if second[0] <= second[1] else ids[j]
-        return self._least_attended()
+        return min(ids[:-1], key=lambda i: self.attention[i])  # the newest stays; ties: the older
 
-    def _least_attended(self) -> int:
-        ids = self.cache.view_ids
-        probes = ids[-self.budget.probe_views:]
-        c2w = torch.stack([self.cameras[i] for i in probes]).float()[None]
-        k = torch.stack([self.intrinsics[i] for i in probes])[None]
-        mass = attention_mass(self.model, self.cache, c2w.to(self._device()), k.to(self._device()))  # [v]
-        mass[-1] = float("inf")  # the newest view stays
-        return ids[int(torch.argmin(mass).item())]
-
-    def _device(self) -> torch.device:
-        return self.cache.keys[0].device
+    def _attend(self, cache: SceneCache, c2w: torch.Tensor, fxfycxcy: torch.Tensor) -> torch.Tensor:
+        """Render c2w [v_t, 4, 4] from `cache`, adding each view's attention share to its score;
+        returns the render [v_t, 3, h, w]."""
+        device = cache.keys[0].device
+        out, mass = attention_mass(self.model, cache, c2w[None].to(device), fxfycxcy[None].to(device))
+        for view_id, share in zip(cache.view_ids, mass.tolist()):
+            self.attention[view_id] += share
+        return out[0]
 
     def nearest(self, c2w: torch.Tensor, k: int) -> list[int]:
         """The ids of the k held views nearest to any of the target cameras c2w [v_t, 4, 4] (round robin
@@ -186,15 +191,20 @@ class StreamingScene:
         started = time.perf_counter()
         k = self.budget.select_views
         cache = self.cache.subset(self.nearest(c2w, k)) if k is not None and k < self.cache.num_views else self.cache
-        out = self.model.render(cache, c2w[None], fxfycxcy[None])[0]
+        if self.budget.policy == "attention":  # the stream's renders count too (H2O)
+            out = self._attend(cache, c2w, fxfycxcy)
+        else:
+            out = self.model.render(cache, c2w[None], fxfycxcy[None])[0]
         return out, {"render_ms": 1000 * (time.perf_counter() - started), "views": cache.num_views}
 
 
 @torch.no_grad()
-def attention_mass(model: torch.nn.Module, cache: SceneCache, c2w: torch.Tensor, fxfycxcy: torch.Tensor) -> torch.Tensor:
+def attention_mass(model: torch.nn.Module, cache: SceneCache, c2w: torch.Tensor,
+                   fxfycxcy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-attention each held view receives when `model` renders targets c2w [1, v_t, 4, 4]: the
     softmax weights summed over the decoder's layers, heads, target tokens and the view's tokens,
-    divided by layers x heads x target tokens (so the views' shares sum to 1). Returns [num_views]."""
+    divided by layers x heads x target tokens (so the views' shares sum to 1).
+    Returns (the render [1, v_t, 3, h, w], shares [num_views])."""
     n, views = cache.tokens_per_view, cache.num_views
     total = torch.zeros(views, dtype=torch.float64)
     calls = {"n": 0}
@@ -208,8 +218,8 @@ def attention_mass(model: torch.nn.Module, cache: SceneCache, c2w: torch.Tensor,
 
     handles = [block.cross_attn.register_forward_pre_hook(hook) for block in model.self_cross_blocks]
     try:
-        model.render(cache, c2w, fxfycxcy)
+        out = model.render(cache, c2w, fxfycxcy)
     finally:
         for handle in handles:
             handle.remove()
-    return total / max(calls["n"], 1)
+    return out, total / max(calls["n"], 1)

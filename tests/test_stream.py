@@ -71,13 +71,20 @@ def test_attention_evicts_the_least_attended(model):
     images, _, fx = random_views(1, 5, 32, 32, seed=3)
     full = model.encode(images, c2w[None], fx)
     probes = [3, 4]
-    mass = attention_mass(model, full, c2w[None, probes], fx[:, probes])
+    render, mass = attention_mass(model, full, c2w[None, probes], fx[:, probes])
     assert mass.sum().item() == pytest.approx(1.0, abs=1e-6) and (mass > 0).all()
+    torch.testing.assert_close(render, model.render(full, c2w[None, probes], fx[:, probes]))
     scene = StreamingScene(model, CacheBudget(max_views=4, policy="attention", probe_views=2))
     for i in range(5):
         out = scene.add(images[0, i], c2w[i], fx[0, i])
-    expected = int(torch.argmin(mass[:4]))  # the newest (4) is never evicted
+    expected = int(torch.argmin(mass[:4]))  # the first probe render scores all; the newest (4) stays
     assert out["evicted"] == [expected] and expected not in scene.view_ids and 4 in scene.view_ids
+    # scores add up over renders: a view the stream's renders keep attending to outlives one they do not
+    before = dict(scene.attention)
+    _, shares = attention_mass(model, scene.cache, c2w[None, [0]], fx[:, [0]])
+    scene.render(c2w[[0]], fx[0, [0]])
+    for (view_id, score), share in zip(before.items(), shares.tolist()):
+        assert scene.attention[view_id] == pytest.approx(score + share, abs=1e-9)
 
 
 def test_memory_stays_flat_under_a_budget(model):

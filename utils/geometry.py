@@ -220,10 +220,23 @@ def normalize_scene_poses(c2w: torch.Tensor, scene_scale_factor: float = 1.35) -
     if not torch.isfinite(c2w).all():
         raise ValueError(f"c2w of shape {list(c2w.shape)} has non-finite entries")
     c2w = c2w.to(_float_dtype(c2w))
+    return apply_normalization(c2w, *scene_normalization(c2w, scene_scale_factor))
+
+
+def scene_normalization(c2w: torch.Tensor, scene_scale_factor: float = 1.35) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `normalize_scene_poses` does to these cameras [..., v, 4, 4]: (world to mean camera
+    [..., 4, 4], scale [...]), so that other cameras can be put in the same frame (a stream normalized
+    by its first views)."""
     avg_pose = _frame_to_pose(*_mean_frame(c2w))  # [..., 4, 4]
-    out = invert_pose(avg_pose)[..., None, :, :] @ c2w  # [..., v, 4, 4]
-    scene_scale = scene_scale_factor * out[..., :3, 3].abs().flatten(-2).amax(-1)  # [...]
-    out[..., :3, 3] /= scene_scale[..., None, None]
+    to_mean = invert_pose(avg_pose)
+    out = to_mean[..., None, :, :] @ c2w  # [..., v, 4, 4]
+    return to_mean, scene_scale_factor * out[..., :3, 3].abs().flatten(-2).amax(-1)
+
+
+def apply_normalization(c2w: torch.Tensor, to_mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Cameras [..., v, 4, 4] in the frame `scene_normalization` gave: to_mean @ c2w, translations / scale."""
+    out = to_mean[..., None, :, :].to(c2w.dtype) @ c2w
+    out[..., :3, 3] /= scale[..., None, None].to(c2w.dtype)
     return out
 
 
