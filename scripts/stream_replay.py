@@ -97,7 +97,9 @@ def replay(model, stream: dict, budget: CacheBudget, holdout: int, every: int, t
 
 def configurations(policies, budgets, select, storages) -> list[tuple[str, CacheBudget]]:
     configs = [("all", CacheBudget())]
-    configs += [(f"{p}@{b}", CacheBudget(max_views=b, policy=p)) for p in policies for b in budgets]
+    # sink_recent keeps the first 2 views (1 under a budget of 2)
+    configs += [(f"{p}@{b}", CacheBudget(max_views=b, policy=p, sink_views=min(2, b // 2)))
+                for p in policies for b in budgets]
     configs += [(f"select@{k}", CacheBudget(select_views=k)) for k in select]
     configs += [(f"storage={s}", CacheBudget(storage=s)) for s in storages]
     return configs
