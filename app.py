@@ -13,6 +13,15 @@ appends it to its SceneCache (unticking removes its keys and values); LVSM model
 input at each render. The target is a candidate view (compare with its image) or a point on a path
 through all candidates. A table lists every step's wall time and cache size (demo/session.py).
 
+    python app.py --stream [--data walks/test/full_list.txt]   # stream mode (Efficient-LVSM)
+
+Stream mode: the scene's frames arrive one at a time into a scene cache under a budget (every 4th
+frame held out as a target): a policy (all, recent, sink_recent, coverage, attention), a budget in
+views, per-render selection of the k nearest views and the cache's storage precision, their defaults
+from the config's inference.cache; the views the cache holds are shown as a strip, with the cost
+table (add and render ms, views held and attended, cache MiB). API names: stream_restart,
+stream_add, stream_show.
+
 gradio is the optional extra `demo` (`EXTRAS=demo bash scripts/setup.sh`, or
 `pip install -c constraints.txt -e ".[demo]"`), imported only by main, so parse_args needs nothing.
 The UI's events have API names (`set_inputs`, `show`), so a script drives it through gradio_client
@@ -48,7 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", default=None, help="scene list file (full_list.txt); default: the held-out scenes of "
                    "the checkpoint's data settings (showcase checkpoints record them)")
     p.add_argument("--scene", default="0", help="scene name (JSON file stem) or index in the list")
-    p.add_argument("--max_views", type=int, default=16, help="candidate views, spread evenly over the scene")
+    p.add_argument("--max_views", type=int, default=None, help="candidate views, spread evenly over the scene "
+                   "(default: 16; in stream mode all frames)")
+    p.add_argument("--stream", action="store_true", help="stream mode: frames arrive one by one into a budgeted cache")
     p.add_argument("--trajectory_frames", type=int, default=60, help="points on the path slider")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--host", default=DEFAULT_HOST, help="address to bind; 0.0.0.0 serves the whole network")
@@ -69,7 +80,14 @@ def build_session(args):
     model, cfg, ckpt = load_model(checkpoint, args.config, device)
     if checkpoint is None:
         print("warning: --random_weights: renders are noise, costs are real")
-    scene = load_scene(cfg, args.data or default_scenes(ckpt, checkpoint), args.scene, max_views=args.max_views)
+    max_views = args.max_views if args.max_views is not None else (None if args.stream else 16)
+    scene = load_scene(cfg, args.data or default_scenes(ckpt, checkpoint), args.scene, max_views=max_views)
+    if args.stream:
+        from demo.session import StreamSession
+        from model.stream import CacheBudget
+        session = StreamSession(model, scene, CacheBudget.from_config(cfg.inference.cache))
+        session.add_next(2)
+        return session
     session = DemoSession(model, scene, amp=device == "cuda")
     session.set_inputs(sorted({0, scene.num_views // 2}))
     return session
@@ -149,6 +167,79 @@ def build_ui(session, gr, trajectory_frames: int = 60):
     return demo
 
 
+def build_stream_ui(session, gr):
+    """The gradio Blocks of a StreamSession: budget controls, stream buttons, held views, render, costs."""
+    import pandas as pd  # a gradio dependency
+
+    from model.cache import STORAGES
+    from model.stream import POLICIES, CacheBudget
+    from utils.images import to_uint8
+    from utils.metrics import psnr
+
+    scene, b = session.scene, session.budget
+    labels = {i: f"view {i} (frame {f})" for i, f in enumerate(scene.frames)}
+
+    def strip():
+        return [(to_uint8(scene.images[i]), labels[i]) for i in session.held]
+
+    def show(view):
+        table = pd.DataFrame(session.history)
+        if view is None or session.stream.cache is None:
+            return None, None, "Stream a view first, and pick a target.", strip(), table
+        view = int(view)
+        render, row = session.render_views([view])
+        kind = "held out" if view in session.held_out else ("held in the cache" if view in session.held else
+                                                            "streamed, evicted" if view in session.candidate.values()
+                                                            else "not streamed yet")
+        info = (f"view {view} ({kind}): PSNR {float(psnr(render[0], scene.images[view])):.2f} dB; "
+                f"{session.streamed} of {len(session.order)} views streamed, {row['views_held']} held, "
+                f"{row['views_attended']} attended; render {row['wall_ms']:.1f} ms, cache {row['cache_mib']:.3f} MiB")
+        return (enlarge(to_uint8(render[0])), enlarge(to_uint8(scene.images[view])), info, strip(),
+                pd.DataFrame(session.history))
+
+    def restart(policy, budget, select, storage, view):
+        try:
+            session.restart(CacheBudget(max_views=int(budget) or None if policy != "all" else None, policy=policy,
+                                        select_views=int(select) or None, storage=storage))
+        except ValueError as err:
+            return None, None, f"**{err}**", strip(), pd.DataFrame(session.history)
+        return show(view)
+
+    def add(count, view):
+        session.add_next(int(count))
+        return show(view)
+
+    with gr.Blocks(title="Efficient-LVSM stream demo") as demo:
+        gr.Markdown(f"## Scene `{scene.name}` as a stream: {len(session.order)} views arrive in order, "
+                    f"{len(session.held_out)} held out as targets")
+        with gr.Row():
+            policy = gr.Radio(list(POLICIES), value=b.policy, label="eviction policy")
+            budget = gr.Slider(0, 64, value=b.max_views or 0, step=1, label="budget: views held (0: unbounded)")
+            select = gr.Slider(0, 32, value=b.select_views or 0, step=1,
+                               label="each render attends to the k nearest held views (0: all)")
+            storage = gr.Dropdown(list(STORAGES), value=b.storage, label="cache storage")
+        with gr.Row():
+            again = gr.Button("restart the stream with these settings")
+            one = gr.Button("next view")
+            eight = gr.Button("next 8 views")
+        held = gr.Gallery(value=strip(), label="views the cache holds", columns=16, height=140)
+        view = gr.Dropdown(choices=[(labels[i] + (" (held out)" if i in session.held_out else ""), i)
+                                    for i in range(scene.num_views)],
+                           value=session.held_out[0] if session.held_out else 0, label="target view")
+        with gr.Row():
+            render = gr.Image(label="render", type="numpy", format="png", height=320)
+            truth = gr.Image(label="ground truth", type="numpy", format="png", height=320)
+        info = gr.Markdown()
+        costs = gr.Dataframe(label="step costs", interactive=False)
+        outputs = [render, truth, info, held, costs]
+        again.click(restart, [policy, budget, select, storage, view], outputs, api_name="stream_restart")
+        one.click(lambda v: add(1, v), [view], outputs, api_name="stream_add")
+        eight.click(lambda v: add(8, v), [view], outputs, api_visibility="undocumented")
+        view.change(show, [view], outputs, api_name="stream_show")
+        demo.load(show, [view], outputs)
+    return demo
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     try:
@@ -156,9 +247,10 @@ def main(argv=None) -> None:
     except ImportError as err:
         raise SystemExit(f"{INSTALL_HINT}\n({err})") from None
     session = build_session(args)
-    demo = build_ui(session, gr, args.trajectory_frames)
+    demo = build_stream_ui(session, gr) if args.stream else build_ui(session, gr, args.trajectory_frames)
     if args.build_only:
-        print(f"UI built for scene {session.scene.name} ({session.scene.num_views} views, {session.mode}); not serving")
+        mode = "stream" if args.stream else session.mode
+        print(f"UI built for scene {session.scene.name} ({session.scene.num_views} views, {mode}); not serving")
         return
     demo.launch(server_name=args.host, server_port=args.port)
 

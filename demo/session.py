@@ -26,6 +26,7 @@ from data.dataset_scene import SceneDataset
 from data.factory import build_dataset
 from data.scene_format import read_scene_json, read_scene_list
 from model import SceneCache
+from model.stream import CacheBudget, StreamingScene
 from utils.geometry import interpolate_trajectory
 from utils.precision import autocast
 
@@ -222,3 +223,67 @@ def load_scene(cfg, list_file: str | Path, scene: str | int, *, frames: Optional
         frames = sorted(set(np.rint(np.linspace(0, n - 1, count)).astype(int).tolist()))
     sample = dataset.load(path, data, list(frames), idx)
     return SceneViews(sample["image"], sample["c2w"], sample["fxfycxcy"], list(frames), sample["scene_name"])
+
+
+class StreamSession:
+    """The demo's stream mode: a scene's candidate views arrive one at a time, in order, into a
+    StreamingScene under a CacheBudget (model/stream.py); every `holdout`-th candidate is never streamed,
+    a held-out target to compare renders with (0: none held out).
+
+        session = StreamSession(model, scene, CacheBudget(max_views=8, policy="coverage"))
+        session.add_next(4)                                  # four views arrive
+        images, cost = session.render_views([3])             # a held-out candidate
+        session.restart(CacheBudget(select_views=4))         # the same stream, another budget
+    """
+
+    def __init__(self, model: torch.nn.Module, scene: SceneViews, budget: CacheBudget, holdout: int = 4):
+        self.model, self.scene, self.holdout = model.eval(), scene, holdout
+        self.device = _device(model)
+        self.order = [i for i in range(scene.num_views) if not holdout or i % holdout != holdout - 1]
+        self.held_out = [i for i in range(scene.num_views) if i not in self.order]
+        self.restart(budget)
+
+    def restart(self, budget: CacheBudget) -> None:
+        """An empty stream under `budget`; the history starts afresh."""
+        self.budget = budget
+        self.stream = StreamingScene(self.model, budget)
+        self.candidate: dict[int, int] = {}  # stream view id -> candidate view
+        self.history: list[dict] = []
+
+    @property
+    def streamed(self) -> int:
+        return len(self.candidate)
+
+    @property
+    def held(self) -> list[int]:
+        """Candidate views whose keys and values the cache holds now, in cache order."""
+        return [self.candidate[i] for i in self.stream.view_ids]
+
+    @torch.no_grad()
+    def add_next(self, count: int = 1) -> list[dict]:
+        """Stream the next `count` candidate views (fewer at the end of the scene); returns their rows."""
+        rows = []
+        for i in self.order[self.streamed:self.streamed + count]:
+            s = self.scene
+            info = self.stream.add(s.images[i].to(self.device), s.c2w[i].to(self.device), s.fxfycxcy[i].to(self.device))
+            self.candidate[info["id"]] = i
+            rows.append({"step": "add", "view": i, "evicted": [self.candidate[e] for e in info["evicted"]],
+                         "wall_ms": round(info["add_ms"], 2), "views_held": info["views"],
+                         "cache_mib": round(info["bytes"] / 2**20, 4)})
+        self.history += rows
+        return rows
+
+    def render_views(self, ids: list[int]) -> tuple[torch.Tensor, dict]:
+        """Render at candidate views' cameras from the stream's cache: (images [v, 3, h, w], row)."""
+        if self.stream.cache is None:
+            raise ValueError("no view has arrived yet: stream at least one before rendering")
+        for i in ids:
+            if not 0 <= i < self.scene.num_views:
+                raise ValueError(f"view {i!r} is not a candidate view of scene {self.scene.name!r}")
+        s = self.scene
+        images, cost = self.stream.render(s.c2w[ids].to(self.device), s.fxfycxcy[ids].to(self.device))
+        row = {"step": "render", "view": ids, "evicted": [], "wall_ms": round(cost["render_ms"], 2),
+               "views_held": self.stream.cache.num_views, "views_attended": cost["views"],
+               "cache_mib": round(self.stream.nbytes() / 2**20, 4)}
+        self.history.append(row)
+        return images.float().cpu(), row

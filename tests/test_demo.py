@@ -152,3 +152,37 @@ def test_app_opens_on_the_shipped_model_and_its_held_out_scenes(tmp_path, monkey
     assert images.shape == (1, 3, 32, 32)
     with pytest.raises(SystemExit, match="--data is needed"):
         app.build_session(app.parse_args(["--random_weights", "--config", str(ROOT / "configs" / "tiny.yaml")]))
+
+
+def test_stream_session_streams_in_order_under_its_budget():
+    from demo.session import StreamSession
+    from model.stream import CacheBudget
+    scene = random_scene(v=12)
+    model = tiny("efficient_lvsm")
+    session = StreamSession(model, scene, CacheBudget(max_views=3, policy="recent"), holdout=4)
+    assert session.order == [0, 1, 2, 4, 5, 6, 8, 9, 10] and session.held_out == [3, 7, 11]
+    rows = session.add_next(5)
+    assert [r["view"] for r in rows] == [0, 1, 2, 4, 5] and rows[-1]["evicted"] == [1]
+    assert session.held == [2, 4, 5]
+    images, row = session.render_views([3])
+    torch.testing.assert_close(images, full_render(model, scene, [2, 4, 5], [3]), rtol=0, atol=TOL)
+    assert row["views_held"] == 3 and session.history[-1] is row
+    session.add_next(100)  # to the end of the stream
+    assert session.streamed == 9 and session.held == [8, 9, 10]
+    session.restart(CacheBudget(select_views=2))
+    assert session.streamed == 0 and session.history == []
+    with pytest.raises(ValueError, match="stream at least one"):
+        session.render_views([3])
+    session.add_next(9)
+    assert session.render_views([3])[1]["views_attended"] == 2
+
+
+def test_app_builds_its_stream_ui_when_gradio_is_installed():
+    gr = pytest.importorskip("gradio")
+    import app
+    from demo.session import StreamSession
+    from model.stream import CacheBudget
+
+    session = StreamSession(tiny("efficient_lvsm"), random_scene(v=8), CacheBudget(max_views=4, policy="coverage"))
+    session.add_next(2)
+    assert isinstance(app.build_stream_ui(session, gr), gr.Blocks)
