@@ -1,4 +1,6 @@
-"""Speed of Efficient-LVSM and LVSM decoder-only: full renders, incremental adds, one training step.
+"""Speed of Efficient-LVSM and LVSM decoder-only: full renders, incremental adds, one training step,
+and (Efficient-LVSM) streams: adding a view and rendering against the views streamed, with and
+without a cache budget (model/stream.py).
 
     python -m scripts.benchmark                       # paper sizes on a GPU (d 768, 12+12 / 24 layers, patch 8)
     python -m scripts.benchmark --size tiny --device cpu --runs 3    # what CI runs
@@ -24,9 +26,11 @@ from utils.precision import autocast
 
 SIZES = {  # model widths/depths, full-render settings (resolution, inputs, targets), incremental N, train res
     "paper": {"d": 768, "layers": 12, "full": [(256, 2, 1), (256, 2, 6), (512, 2, 1), (512, 2, 6)],
-              "incremental": [4, 8, 16, 32, 48, 64], "inc_res": 256, "inc_targets": 8, "train": (256, 2, 6, 4)},
+              "incremental": [4, 8, 16, 32, 48, 64], "inc_res": 256, "inc_targets": 8, "train": (256, 2, 6, 4),
+              "stream": [64, 256, 1024], "stream_budget": 8},
     "tiny": {"d": 64, "layers": 2, "full": [(32, 2, 1), (32, 2, 6), (64, 2, 1), (64, 2, 6)],
-             "incremental": [2, 4, 8], "inc_res": 32, "inc_targets": 8, "train": (32, 2, 6, 4)},
+             "incremental": [2, 4, 8], "inc_res": 32, "inc_targets": 8, "train": (32, 2, 6, 4),
+             "stream": [8, 32, 128], "stream_budget": 8},
 }
 MODELS = ("efficient_lvsm", "lvsm_decoder_only")
 
@@ -119,6 +123,38 @@ def bench_incremental(name, size, args, device, dtype) -> list[dict]:
     return rows
 
 
+@torch.no_grad()
+def bench_stream(name, size, args, device, dtype) -> list[dict]:
+    """After N views streamed: adding one more (with its eviction) and rendering inc_targets targets,
+    unbounded, under a budget of stream_budget views (policy recent) and with each render attending
+    to the stream_budget nearest views (selection)."""
+    from model.stream import CacheBudget, StreamingScene
+    if name != "efficient_lvsm":
+        return []
+    res, v_t, budget, rows = size["inc_res"], size["inc_targets"], size["stream_budget"], []
+    model = make_model(name, size, res, device, dtype).eval()
+    for n in size["stream"]:
+        images, c2w, k = views(1, n + 1 + v_t, res, device)
+        images = images.to(dtype)
+        for label, b in (("all", CacheBudget()), (f"recent@{budget}", CacheBudget(max_views=budget, policy="recent")),
+                         (f"select@{budget}", CacheBudget(select_views=budget))):
+            stream = StreamingScene(model, b)
+            for i in range(n):
+                stream.add(images[0, i], c2w[0, i], k[0, i])
+
+            def add():
+                stream.add(images[0, n], c2w[0, n], k[0, n])
+                if b.max_views is None:
+                    stream.cache.remove(stream.cache.view_ids[-1])  # back to n views for the next run
+            setting = f"N={n} streamed, {label}"
+            held = {"views_held": stream.cache.num_views}
+            rows.append({**measure("stream_add", name, setting + " +1 view", add, args, device), **held})
+            attended = {**held, "views_attended": stream.render(c2w[0, n + 1:], k[0, n + 1:])[1]["views"]}
+            rows.append({**measure("stream_render", name, f"{setting}, {v_t} targets @{res}px",
+                                   lambda: stream.render(c2w[0, n + 1:], k[0, n + 1:]), args, device), **attended})
+    return rows
+
+
 def bench_train(name, size, args, device) -> list[dict]:
     res, v_in, v_t, b = size["train"]
     model = make_model(name, size, res, device, torch.float32).train()
@@ -158,7 +194,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--compile", action="store_true", help="torch.compile the models' forward (full render, training)")
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--sections", nargs="+", default=["full", "incremental", "train"])
+    p.add_argument("--sections", nargs="+", default=["full", "incremental", "train", "stream"])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--out", default="experiments/benchmark.csv")
     p.add_argument("--plot", default="experiments/benchmark.png")
@@ -175,6 +211,8 @@ def main(argv=None) -> list[dict]:
             rows += bench_incremental(name, size, args, device, dtype)
         if "train" in args.sections:
             rows += bench_train(name, size, args, device)
+        if "stream" in args.sections:
+            rows += bench_stream(name, size, args, device, dtype)
     rows = [{**env, "size": args.size, **r} for r in rows]
     write(rows, Path(args.out), Path(args.plot))
     return rows
@@ -183,7 +221,7 @@ def main(argv=None) -> list[dict]:
 def write(rows: list[dict], out: Path, plot_path: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
     print(f"\n{rows[0]['gpu']} (driver {rows[0]['driver'] or 'n/a'}), torch {rows[0]['torch']}, {rows[0]['dtype']}, "
