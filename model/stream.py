@@ -90,6 +90,7 @@ class StreamingScene:
         self.model, self.budget = model, budget
         self.cache: Optional[SceneCache] = None
         self.cameras: dict[int, torch.Tensor] = {}  # held view id -> c2w [4, 4] (float64, CPU)
+        self.held_c2w = torch.zeros(0, 4, 4, dtype=torch.float64)  # the same, stacked in cache order
         self.intrinsics: dict[int, torch.Tensor] = {}  # held view id -> fxfycxcy [4]
         self.arrived = 0  # views added so far
         self.evicted: list[int] = []  # ids, in eviction order
@@ -102,8 +103,8 @@ class StreamingScene:
     def nbytes(self) -> int:
         return 0 if self.cache is None else self.cache.nbytes()
 
-    def _extent(self, ids: list[int]) -> float:
-        centres = torch.stack([self.cameras[i][:3, 3] for i in ids])
+    def _extent(self) -> float:
+        centres = self.held_c2w[:, :3, 3]
         spread = (centres - centres.mean(0)).norm(dim=-1).mean().item()
         return spread if spread > 1e-9 else 1.0
 
@@ -120,6 +121,7 @@ class StreamingScene:
         else:
             view_id = self.cache.append(new.keys, new.values, new.image_size)[0]
         self.cameras[view_id] = c2w.detach().double().cpu()
+        self.held_c2w = torch.cat([self.held_c2w, self.cameras[view_id][None]])
         self.intrinsics[view_id] = fxfycxcy.detach().cpu()
         self.attention[view_id] = 0.0
         self.arrived += 1
@@ -131,6 +133,8 @@ class StreamingScene:
                          torch.stack([self.intrinsics[i] for i in probes]))
         while b.max_views is not None and self.cache.num_views > b.max_views:
             victim = self._victim()
+            pos = self.cache.view_ids.index(victim)
+            self.held_c2w = torch.cat([self.held_c2w[:pos], self.held_c2w[pos + 1:]])
             self.cache.remove(victim)
             del self.cameras[victim], self.intrinsics[victim], self.attention[victim]
             evicted.append(victim)
@@ -145,8 +149,7 @@ class StreamingScene:
         if b.policy == "sink_recent":
             return min(i for i in ids if i >= b.sink_views)  # ids count arrivals: the first sink_views stay
         if b.policy == "coverage":
-            cams = torch.stack([self.cameras[i] for i in ids])
-            dist = camera_distance(cams, cams, self._extent(ids), b.angle_weight)
+            dist = camera_distance(self.held_c2w, self.held_c2w, self._extent(), b.angle_weight)
             dist.fill_diagonal_(float("inf"))
             # the closest pair (i < j: the first minimum of a symmetric matrix); of the two, the one whose
             # second-nearest neighbour is nearer (the more redundant); ties: the older, i
@@ -170,8 +173,7 @@ class StreamingScene:
         ids = self.cache.view_ids
         if k >= len(ids):
             return list(ids)
-        cams = torch.stack([self.cameras[i] for i in ids])
-        dist = camera_distance(c2w.detach().double().cpu(), cams, self._extent(ids), self.budget.angle_weight)
+        dist = camera_distance(c2w.detach().double().cpu(), self.held_c2w, self._extent(), self.budget.angle_weight)
         order = torch.argsort(dist, dim=1)  # [v_t, v]
         chosen: list[int] = []
         for rank in range(order.shape[1]):
