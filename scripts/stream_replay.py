@@ -162,18 +162,20 @@ def plot_budget(summary: list[dict], path: Path, views: int) -> None:
     plt.close(fig)
 
 
-def timed_render_rows(model, stream: dict, views: int, budget: int, every: int, repeats: int = 3) -> list[dict]:
-    """Render time of one target against views held (unbounded, budget, selection), median of repeats."""
+def timed_render_rows(model, stream: dict, views: int, budget: int, every: int, repeats: int = 5) -> list[dict]:
+    """Against views streamed (unbounded, a budget of `budget` views, selection of `budget`): the median
+    time of the last `every` adds, and of `repeats` renders of one target."""
     rows, c2w, k = [], stream["c2w"], stream["fxfycxcy"]
     for name, b in (("all", CacheBudget()), (f"recent@{budget}", CacheBudget(max_views=budget, policy="recent")),
                     (f"select@{budget}", CacheBudget(select_views=budget))):
-        scene = StreamingScene(model, b)
+        scene, adds = StreamingScene(model, b), []
         for i in range(views):
             info = scene.add(stream["images"][i], c2w[i], k[i])
+            adds.append(info["add_ms"])
             if (i + 1) % every == 0:
                 times = [scene.render(c2w[i:i + 1], k[i:i + 1])[1]["render_ms"] for _ in range(repeats)]
                 rows.append({"config": name, "views_added": i + 1, "views_held": info["views"], "bytes": info["bytes"],
-                             "add_ms": info["add_ms"], "render_ms": float(np.median(times))})
+                             "add_ms": float(np.median(adds[-every:])), "render_ms": float(np.median(times))})
     return rows
 
 
