@@ -39,6 +39,7 @@ from evaluation.checkpoint import load_model
 from model.stream import POLICIES, CacheBudget, StreamingScene
 from utils.geometry import apply_normalization, invert_pose, scene_normalization
 from utils.metrics import psnr
+from utils.plots import finish, pyplot
 
 DEFAULT_BUDGETS = (2, 4, 8, 16, 32, 64)
 
@@ -141,10 +142,7 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def plot_budget(summary: list[dict], path: Path, views: int) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.2))
     by = {c["config"]: c for c in summary}
     for policy in [p for p in POLICIES if p != "all"] + ["select"]:
         points = sorted((int(k.split("@")[1]), v["psnr"]) for k, v in by.items() if k.startswith(policy + "@"))
@@ -152,14 +150,7 @@ def plot_budget(summary: list[dict], path: Path, views: int) -> None:
             ax.plot(*zip(*points), marker="o", label=policy if policy != "select" else "select k nearest (all held)")
     if "all" in by:
         ax.axhline(by["all"]["psnr"], color="k", ls="--", label=f"all {views} views")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("views held (budget) / attended (select)")
-    ax.set_ylabel("PSNR of held-out frames passed (dB)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish(fig, ax, path, "views held (budget) / attended (select)", "PSNR of held-out frames passed (dB)")
 
 
 def timed_render_rows(model, stream: dict, views: int, budget: int, every: int, repeats: int = 5) -> list[dict]:
@@ -180,9 +171,7 @@ def timed_render_rows(model, stream: dict, views: int, budget: int, every: int, 
 
 
 def plot_cost(rows: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     for name in dict.fromkeys(r["config"] for r in rows):
         mine = [r for r in rows if r["config"] == name]

@@ -33,6 +33,7 @@ from evaluation.checkpoint import load_model
 from evaluation.scenes import score_scene
 from model.render import render_scene
 from utils.config import ConfigError, to_dict
+from utils.plots import finish, pyplot
 
 
 def input_frames(context: list[int], targets: list[int], n: int, num_frames: int) -> list[int]:
@@ -94,24 +95,14 @@ def view_count_rows(cfg, model, list_file: Path, index_file: Path, counts: list[
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.2))
     for name in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == name]
         ax.plot([r["views"] for r in mine], [r["psnr"] for r in mine], marker="o", label=name)
     first = [r for r in rows if r["model"] == rows[0]["model"]]
     ax.plot([r["views"] for r in first], [r["psnr_nearest_view"] for r in first], ls="--", color="gray",
             label="nearest input view")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("input views")
-    ax.set_ylabel("PSNR on the same held-out targets (dB)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish(fig, ax, path, "input views", "PSNR on the same held-out targets (dB)")
 
 
 def main(argv=None) -> list[dict]:

@@ -143,3 +143,31 @@ def test_subset_is_a_cache_of_those_views(model):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     with pytest.raises(KeyError):
         cache.subset([7])
+
+
+def test_stream_replay_writes_its_tables(tmp_path, model):
+    """scripts/stream_replay.py end to end on a generated walk: every configuration scored at each point,
+    the summary against the unbounded cache, the plots; --flat costs."""
+    import csv
+
+    pytest.importorskip("matplotlib")
+    from configs.schema import config_from_dict
+    from scripts.stream_replay import main
+    from utils.config import to_dict
+    cfg = config_from_dict({"model": to_dict(tiny_config("efficient_lvsm", image_size=32).model)})
+    torch.save({"model": model.state_dict(), "config": to_dict(cfg)}, tmp_path / "tiny.pt")
+    common = ["--checkpoint", str(tmp_path / "tiny.pt"), "--walks_dir", str(tmp_path / "walks"), "--frames", "30",
+              "--every", "8", "--norm_frames", "4"]
+    summary = main(common + ["--num_scenes", "1", "--policies", "recent,coverage", "--budgets", "4", "--select", "4",
+                             "--storages", "int8", "--out", str(tmp_path / "out")])
+    assert [s["config"] for s in summary] == ["all", "recent@4", "coverage@4", "select@4", "storage=int8"]
+    assert summary[0]["vs_all_db"] == 0 and summary[0]["views_added"] == 24  # 30 frames, every 5th held out
+    by = {s["config"]: s for s in summary}
+    assert by["recent@4"]["memory_vs_all"] == pytest.approx(4 / 24) and by["select@4"]["attended"] == 4
+    steps = list(csv.DictReader(open(tmp_path / "out" / "stream_steps.csv")))
+    assert [int(r["views_added"]) for r in steps if r["config"] == "all"] == [8, 16, 24]
+    assert (tmp_path / "out" / "stream_budget.png").is_file()
+    rows = main(common + ["--flat", "16", "--flat_budget", "4", "--out", str(tmp_path / "out")])
+    assert {(r["config"], r["views_held"]) for r in rows if r["views_added"] == 16} == {("all", 16), ("recent@4", 4),
+                                                                                         ("select@4", 16)}
+    assert (tmp_path / "out" / "stream_cost.png").is_file()
