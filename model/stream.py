@@ -73,6 +73,13 @@ class CacheBudget:
                    cache.probe_views, cache.angle_weight)
 
 
+def _elapsed_ms(started: float, device: torch.device) -> float:
+    """Milliseconds since time.perf_counter() read `started`, after the device's queued work (CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return 1000 * (time.perf_counter() - started)
+
+
 def camera_distance(c2w_a: torch.Tensor, c2w_b: torch.Tensor, extent: float, angle_weight: float) -> torch.Tensor:
     """[A, 4, 4], [B, 4, 4] -> [A, B] (see the module docstring)."""
     centres = torch.cdist(c2w_a[:, :3, 3].double(), c2w_b[:, :3, 3].double()) / max(extent, 1e-9)
@@ -139,7 +146,7 @@ class StreamingScene:
             del self.cameras[victim], self.intrinsics[victim], self.attention[victim]
             evicted.append(victim)
         self.evicted += evicted
-        return {"id": view_id, "evicted": evicted, "add_ms": 1000 * (time.perf_counter() - started),
+        return {"id": view_id, "evicted": evicted, "add_ms": _elapsed_ms(started, self.cache.keys[0].device),
                 "views": self.cache.num_views, "bytes": self.cache.nbytes()}
 
     def _victim(self) -> int:
@@ -197,7 +204,7 @@ class StreamingScene:
             out = self._attend(cache, c2w, fxfycxcy)
         else:
             out = self.model.render(cache, c2w[None], fxfycxcy[None])[0]
-        return out, {"render_ms": 1000 * (time.perf_counter() - started), "views": cache.num_views}
+        return out, {"render_ms": _elapsed_ms(started, out.device), "views": cache.num_views}
 
 
 @torch.no_grad()
