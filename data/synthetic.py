@@ -340,13 +340,18 @@ def evaluation_entry(seed: int, index: int, frames: int) -> dict:
 SETTINGS_FILE = "generation.json"
 
 
+def normalized(settings: dict) -> dict:
+    """Recorded settings with every Style field: one recorded before a field existed has its default."""
+    if isinstance(settings.get("style"), dict):
+        return {**settings, "style": {**asdict(Style()), **settings["style"]}}
+    return settings
+
+
 def check_settings(out: Path, settings: dict) -> None:
     """Record the settings of `out`'s scenes, or fail if it holds scenes of other settings."""
     path = out / SETTINGS_FILE
     if path.is_file():
-        old = json.loads(path.read_text())
-        if isinstance(old.get("style"), dict):  # recorded before a Style field existed: its default
-            old["style"] = {**asdict(Style()), **old["style"]}
+        old = normalized(json.loads(path.read_text()))
         if old != settings:
             diff = ", ".join(f"{k}: {old.get(k)} there, {v} now" for k, v in settings.items() if old.get(k) != v)
             raise ValueError(f"{out} holds scenes generated with other settings ({diff}); choose another folder "

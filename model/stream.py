@@ -140,14 +140,18 @@ class StreamingScene:
                          torch.stack([self.intrinsics[i] for i in probes]))
         while b.max_views is not None and self.cache.num_views > b.max_views:
             victim = self._victim()
-            pos = self.cache.view_ids.index(victim)
-            self.held_c2w = torch.cat([self.held_c2w[:pos], self.held_c2w[pos + 1:]])
-            self.cache.remove(victim)
-            del self.cameras[victim], self.intrinsics[victim], self.attention[victim]
+            self.remove(victim)
             evicted.append(victim)
         self.evicted += evicted
         return {"id": view_id, "evicted": evicted, "add_ms": _elapsed_ms(started, self.cache.keys[0].device),
                 "views": self.cache.num_views, "bytes": self.cache.nbytes()}
+
+    def remove(self, view_id: int) -> None:
+        """Drop a held view (its keys and values, camera and score); KeyError if it is not held."""
+        pos = self.cache._position(view_id)
+        self.held_c2w = torch.cat([self.held_c2w[:pos], self.held_c2w[pos + 1:]])
+        self.cache.remove(view_id)
+        del self.cameras[view_id], self.intrinsics[view_id], self.attention[view_id]
 
     def _victim(self) -> int:
         ids, b = self.cache.view_ids, self.budget

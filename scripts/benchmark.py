@@ -145,7 +145,7 @@ def bench_stream(name, size, args, device, dtype) -> list[dict]:
             def add():
                 stream.add(images[0, n], c2w[0, n], k[0, n])
                 if b.max_views is None:
-                    stream.cache.remove(stream.cache.view_ids[-1])  # back to n views for the next run
+                    stream.remove(stream.view_ids[-1])  # back to n views for the next run
             setting = f"N={n} streamed, {label}"
             held = {"views_held": stream.cache.num_views}
             rows.append({**measure("stream_add", name, setting + " +1 view", add, args, device), **held})

@@ -195,7 +195,7 @@ def showcase(out: Path, data: Path, test_scenes: int, device, scenes: Optional[i
     model, cfg, ckpt = load_model("showcase", device=device)
     settings = {**ckpt["data"], "num_test": scenes or ckpt["data"]["num_test"]}
     ours = synthetic.settings_of("rooms", settings["num_train"], test_scenes, DATA_FRAMES, DATA_SIZE, 0, DATA_STYLE)
-    test_root = data if settings == ours else out / "showcase_data"
+    test_root = data if synthetic.normalized(settings) == ours else out / "showcase_data"
     synthetic.generate_from_settings(test_root, settings, train=False, progress=False)
     hours = (ckpt.get("train_seconds") or 0.0) / 3600
     return score(cfg, model, test_root / "test", out / "results" / "showcase", device,

@@ -211,7 +211,11 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--flat_budget", type=int, default=8)
     p.add_argument("--out", default="experiments/stream")
     args = p.parse_args(argv)
-    torch.set_grad_enabled(False)
+    with torch.no_grad():
+        return run(args)
+
+
+def run(args) -> list[dict]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model, cfg, _ = load_model(args.checkpoint, args.config)

@@ -24,7 +24,8 @@ def test_train_export_and_continue(tmp_path):
     model, loaded_cfg, ckpt = load_model(path)
     assert ckpt["step"] == 2 and ckpt["train_seconds"] > 0 and "optimizer" not in ckpt
     assert ckpt["data"] == {"kind": "rooms", "num_train": 4, "num_test": 2, "frames": 32, "size": 32, "seed": 0,
-                            "style": {"textures": "shared", "tile_scale": 3.0, "walk_scale": 1.0, "photo_fraction": 0.5}}
+                            "style": {"textures": "shared", "tile_scale": 3.0, "walk_scale": 1.0, "photo_fraction": 0.5,
+                                      "laps": 0.0}}
     assert loaded_cfg.model.transformer.d == 32 and loaded_cfg.training.use_view_masking
     state = torch.load(dest / train_showcase.STATE, weights_only=True)
     assert state["step"] == 2 and "optimizer" in state

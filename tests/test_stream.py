@@ -108,6 +108,11 @@ def test_selection_attends_to_the_nearest_views(model):
     assert info["views"] == 2
     direct = model.render(model.encode(images[None, [3, 4]], c2w[None, [3, 4]], fx[None, [3, 4]]), target[None], fx[None, :1])
     torch.testing.assert_close(rendered, direct[0], rtol=0, atol=1e-6)
+    scene.remove(4)  # a held view dropped by hand: selection picks among the others
+    assert scene.nearest(target, 2) == [3, 5] and scene.view_ids == [0, 1, 2, 3, 5]
+    with pytest.raises(KeyError):
+        scene.remove(4)
+    scene, images, fx = stream_of(model, CacheBudget(select_views=2), c2w, seed=4)
     ids = sorted(scene.nearest(target, 4))
     d = camera_distance(target.double(), c2w.double(), 1.0, 1.0)[0]
     assert ids == sorted(torch.argsort(d)[:4].tolist())
