@@ -163,8 +163,10 @@ def lpips_scorer(cfg, device: torch.device) -> LpipsScorer:
 
 def run_evaluation(cfg, dist: DistInfo) -> Optional[dict]:
     """Evaluate; rank 0 writes outputs and returns the summary (None on other ranks). Everything is
-    written into a sibling staging folder and swapped in for inference_out_dir at the end, so an
-    earlier run's images never sit beside new rows and an interrupted run leaves the old results whole."""
+    written into a staging folder inside inference_out_dir (`.partial/`) and moved into place at the
+    end, replacing only what an earlier evaluation wrote there (its manifest, `replace_outputs`): an
+    earlier run's images never sit beside new rows, an interrupted run leaves the old results whole,
+    and files inference did not write (a pose check, a user's notes) stay."""
     out_dir = Path(cfg.inference_out_dir or cfg.inference.inference_out_dir or "")
     if not str(out_dir) or str(out_dir) == ".":
         raise ConfigError("inference_out_dir: say where to write the evaluation (inference_out_dir=DIR)")
@@ -184,8 +186,14 @@ def run_evaluation(cfg, dist: DistInfo) -> Optional[dict]:
     failures = list(getattr(dataset, "index_problems", [])) if dist.is_main else []  # reported once
     share = list(range(dist.rank, len(dataset), dist.world_size))  # this rank's scenes
     label = "evaluating" if not dist.distributed else f"evaluating (rank 0's share, 1/{dist.world_size})"
-    rows = evaluate_scenes(cfg, model, dataset, share, dist.device, lambda: _autocast(cfg, dist.device), stage, lpips,
-                           failures, progress=label if dist.is_main else None)
+    try:
+        rows = evaluate_scenes(cfg, model, dataset, share, dist.device, lambda: _autocast(cfg, dist.device), stage,
+                               lpips, failures, progress=label if dist.is_main else None)
+    except KeyboardInterrupt:
+        if dist.is_main:
+            print(f"\ninterrupted: the scenes done so far are in {stage} (not scored together); the results "
+                  f"already in {out_dir} are untouched")
+        raise
     rows, failures = gather(rows, dist), gather(failures, dist)
     if not dist.is_main:
         return None
@@ -193,11 +201,20 @@ def run_evaluation(cfg, dist: DistInfo) -> Optional[dict]:
     header = protocol_header(cfg, ckpt_path, ckpt, dataset, failures, lpips)
     summary = write_outputs(stage, header, rows, gallery=cfg.inference.generate_website)
     (stage / "config.yaml").write_text(OmegaConf.to_yaml(cfg))  # the resolved config, overrides applied
-    replace_dir(stage, out_dir)
+    kept = replace_outputs(stage, out_dir)
+    if kept:
+        print(f"{out_dir}: kept {len(kept)} entr{'y' if len(kept) == 1 else 'ies'} that no evaluation wrote: "
+              f"{', '.join(kept[:8])}{' ...' if len(kept) > 8 else ''}")
     return summary
 
 
-OUTPUT_MARKER = "summary.json"  # a folder holding it is an earlier evaluation's output, safe to replace
+OUTPUT_MARKER = "summary.json"  # a folder holding it is an earlier evaluation's output
+MANIFEST = ".evaluation_outputs.json"  # the entries of out_dir an evaluation wrote (replaced by the next one)
+STAGE = ".partial"  # the staging folder, inside out_dir
+# What an evaluation writes at the top of out_dir: how an output folder written before the manifest
+# existed is read (with any folder holding input_0.png, where scene images once were).
+KNOWN_OUTPUTS = ("summary.json", "per_image.csv", "per_image.json", "per_scene.csv", "per_scene.json", "index.html",
+                 "images", "config.yaml", "videos")
 
 
 def check_output_dir(out_dir: Path) -> None:
@@ -205,41 +222,69 @@ def check_output_dir(out_dir: Path) -> None:
     key = f"inference_out_dir={out_dir}"
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{key}: is a file, not a folder; choose a folder path")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / OUTPUT_MARKER).is_file():
+    if out_dir.is_dir() and any(p.name != STAGE for p in out_dir.iterdir()) and not (out_dir / OUTPUT_MARKER).is_file():
         raise ConfigError(f"{key}: the folder holds files that are not an evaluation's output (no "
                           f"{OUTPUT_MARKER}); empty it or choose another folder")
     parent = out_dir.absolute().parent
-    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
+    if not out_dir.exists() and parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{key}: its folder {parent} is not writable")
+    if out_dir.is_dir() and not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: the folder is not writable")
 
 
 def staging_dir(out_dir: Path) -> Path:
-    """The sibling folder a run writes into before it replaces out_dir (the same on every rank)."""
-    return out_dir.with_name(f".{out_dir.name}.partial")
+    """The folder a run writes into before its outputs move into out_dir (the same on every rank).
+    Inside out_dir, so the moves are renames on one file system, whatever out_dir is (a mount point,
+    a symbolic link)."""
+    return out_dir / STAGE
 
 
 def make_staging_dir(out_dir: Path, stage: Path) -> None:
     """An empty staging folder (a crashed run's leftovers removed); OSError becomes a ConfigError naming it."""
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
         if stage.exists():
             shutil.rmtree(stage)
-        stage.mkdir(parents=True)
+        stage.mkdir()
     except OSError as err:
         raise ConfigError(f"inference_out_dir={out_dir}: cannot create the staging folder {stage}: "
                           f"{err.strerror or err}") from None
 
 
-def replace_dir(stage: Path, out_dir: Path) -> None:
-    """Put the finished staging folder in out_dir's place: the old results are moved aside by one
-    rename, the new ones renamed in, then the old removed."""
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(stage, out_dir)
-    if old.exists():
-        shutil.rmtree(old)
+def earlier_outputs(out_dir: Path) -> list[str]:
+    """The entries of out_dir an earlier evaluation wrote: its manifest's, or (a folder written before
+    manifests) the known files and the scene folders (those holding input_0.png)."""
+    manifest = out_dir / MANIFEST
+    if manifest.is_file():
+        try:
+            names = json.loads(manifest.read_text())
+        except (OSError, json.JSONDecodeError):
+            names = None
+        if isinstance(names, list) and all(isinstance(n, str) and "/" not in n and n not in ("", ".", "..")
+                                           for n in names):
+            return names
+    return [p.name for p in out_dir.iterdir()
+            if p.name in KNOWN_OUTPUTS or (p.is_dir() and (p / "input_0.png").is_file())]
+
+
+def replace_outputs(stage: Path, out_dir: Path) -> list[str]:
+    """Move the finished staging folder's entries into out_dir: what an earlier evaluation wrote there
+    is removed first, anything else stays. Writes the manifest; returns the names kept (not ours)."""
+    for name in earlier_outputs(out_dir):
+        path = out_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    written = sorted(p.name for p in stage.iterdir())
+    for name in written:
+        target = out_dir / name
+        if target.is_dir() and not target.is_symlink():  # a folder of ours the manifest missed
+            shutil.rmtree(target)
+        os.replace(stage / name, target)
+    (out_dir / MANIFEST).write_text(json.dumps(written))
+    stage.rmdir()
+    return sorted(p.name for p in out_dir.iterdir() if p.name not in written and p.name != MANIFEST)
 
 
 def protocol_header(cfg, ckpt_path: Path, ckpt: dict, dataset: SceneDataset | ObjectDataset, failures: list,

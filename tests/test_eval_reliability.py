@@ -139,6 +139,25 @@ def test_rerun_replaces_the_old_results_whole(setup, tmp_path):
     assert summary["scenes"] == 1 and {r["scene"] for r in rows} == {"rooms_00002"}
     assert _image_files(out) == _row_files(rows) and _image_files(out) < first  # no stale images left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.json", "out"]  # no staging leftovers
+    assert not (out / ".partial").exists()
+
+
+def test_rerun_keeps_what_no_evaluation_wrote(setup, tmp_path, capsys):
+    """A results folder with a user's notes and another tool's folder (the quick start's pose check):
+    a new evaluation replaces its own outputs only, and says what it kept."""
+    out = tmp_path / "out"
+    main(args(setup, out))
+    (out / "notes.txt").write_text("mine")
+    (out / "pose_check").mkdir()
+    (out / "pose_check" / "pose_check.json").write_text("{}")
+    first = _image_files(out)
+    main(args(setup, out))
+    assert (out / "notes.txt").read_text() == "mine" and (out / "pose_check" / "pose_check.json").is_file()
+    assert _image_files(out) == first and "kept 2 entries that no evaluation wrote: notes.txt, pose_check" in \
+        capsys.readouterr().out
+    (out / ".evaluation_outputs.json").unlink()  # a folder written before the manifest: the known outputs go
+    main(args(setup, out))
+    assert (out / "notes.txt").is_file() and _image_files(out) == first
 
 
 def test_a_folder_that_is_not_an_evaluation_is_refused(setup, tmp_path):
