@@ -2,6 +2,7 @@
 a full disk mid-write, init_checkpoint against a resume, and a resumed run's log and RNG states."""
 
 import errno
+import os
 import json
 import shutil
 
@@ -170,3 +171,54 @@ def test_drop_after_keeps_steps_up_to_the_resume_and_moves_the_rest(tmp_path):
     assert json.loads(moved[0]) == {"step": 3, "loss": 3.0} and moved[1] == '{"step": 4, "lo'
     assert log.drop_after(2) == 0 and not list(tmp_path.glob(".*.tmp"))
     assert np.isclose(json.loads(log.metrics_path.read_text().splitlines()[0])["loss"], 1.0)
+
+
+def test_one_run_per_checkpoint_folder(tmp_path):
+    """A second start in a folder a live run holds is refused, naming the holder; a killed holder leaves
+    nothing stuck; a temporary file of a live process is never removed as stale."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from training.checkpoints import RunFolderBusy, RunLock, remove_stale_temps
+    first = RunLock(tmp_path).acquire()
+    with pytest.raises(RunFolderBusy, match=f"checkpoint_dir={tmp_path} is in use by another training run "
+                                            f"\\(pid {os.getpid()} on"):
+        RunLock(tmp_path).acquire()
+    first.release()
+    RunLock(tmp_path).acquire().release()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from training.checkpoints import RunLock; "
+                               f"lock = RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderBusy, match=f"pid {holder.pid} on"):
+            RunLock(tmp_path).acquire()
+        live = tmp_path / f".ckpt_00000002.pt.{holder.pid}.tmp"
+        live.write_bytes(b"being written")
+        dead = tmp_path / ".ckpt_00000001.pt.999999999.tmp"
+        dead.write_bytes(b"left by a killed run")
+        assert remove_stale_temps(tmp_path) == [dead] and live.is_file()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    time.sleep(0.1)
+    RunLock(tmp_path).acquire().release()  # the killed holder's lock went with it
+
+
+def test_a_second_training_start_in_a_live_runs_folder_is_refused(rooms, tmp_path):
+    """train.py's setup takes the lock before it touches the folder: no config.yaml rotated, no temp removed."""
+    from training.checkpoints import RunFolderBusy
+    from training.loop import setup
+    from utils.distributed import init_distributed
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", overrides(rooms, tmp_path))
+    first = setup(cfg, init_distributed("cpu"))
+    config_before = (tmp_path / "config.yaml").read_text()
+    inflight = tmp_path / f".ckpt_00000002.pt.{os.getpid()}.tmp"
+    inflight.write_bytes(b"being written")
+    with pytest.raises(RunFolderBusy, match="in use by another training run"):
+        setup(cfg, init_distributed("cpu"))
+    assert inflight.is_file() and (tmp_path / "config.yaml").read_text() == config_before
+    first.lock.release()

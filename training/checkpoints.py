@@ -11,7 +11,9 @@ import functools
 import os
 import random
 import shutil
+import socket
 import subprocess
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -59,13 +61,73 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (ours counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
+
+
 def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Delete temporary files a killed writer left behind (never a checkpoint); returns them."""
+    """Delete temporary files a killed writer left behind (never a checkpoint, never the file of a
+    process that still runs: its pid is in the name, .ckpt_<step>.pt.<pid>.tmp); returns them."""
     folder = Path(folder)
-    stale = sorted(folder.glob(".ckpt_*.pt.*.tmp")) if folder.is_dir() else []
-    for path in stale:
+    stale = []
+    for path in sorted(folder.glob(".ckpt_*.pt.*.tmp")) if folder.is_dir() else []:
+        pid = path.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            continue
         path.unlink(missing_ok=True)
+        stale.append(path)
     return stale
+
+
+class RunFolderBusy(CheckpointError):
+    """Another live training run holds the checkpoint folder's lock."""
+
+
+class RunLock:
+    """One training run per checkpoint folder: an exclusive lock on FOLDER/.lock (fcntl.flock), which the
+    system releases when the process ends, however it ends (a killed run leaves nothing stuck). The file
+    names the holder (pid, host, start time) for the refusal message. Where fcntl does not exist
+    (Windows), no lock is taken."""
+
+    NAME = ".lock"
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / self.NAME
+        self._file = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "a process that wrote nothing yet"
+            f.close()
+            raise RunFolderBusy(f"training.checkpoint_dir={self.path.parent} is in use by another training run "
+                                f"({holder}); wait for it to end, stop it, or choose another checkpoint_dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the file releases the lock
+            self._file = None
 
 
 class CheckpointWriteError(OSError):

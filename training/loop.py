@@ -25,8 +25,8 @@ from data.sampler import ResumableSampler
 from evaluation.protocol import evaluate_scenes
 from model import build_model, load_weights
 from model.checkpoint import CheckpointError
-from training.checkpoints import (check_room, checkpoint_bytes, checkpoints, code_version, remove_stale_temps,
-                                  resume_source, rng_state, save_checkpoint, set_rng_state)
+from training.checkpoints import (RunLock, check_room, checkpoint_bytes, checkpoints, code_version,
+                                  remove_stale_temps, resume_source, rng_state, save_checkpoint, set_rng_state)
 from training.log import TrainLog, backup_code, progress, start_report
 from training.losses import RenderLoss
 from training.optim import OptimStep, build_optimizer, build_scheduler
@@ -71,6 +71,7 @@ class Run:
     seconds_before: float = 0.0  # training seconds of the run before this process (from the checkpoint)
     started: float = 0.0  # when this process's training began (time.time())
     eval_seconds: float = 0.0  # this process's held-out evaluations: not training time
+    lock: Optional[RunLock] = None  # rank 0: the checkpoint folder's lock, held while the run lives
 
     def train_seconds(self) -> float:
         """Training wall time of the whole run so far, resumes summed, held-out evaluations excluded."""
@@ -89,12 +90,14 @@ def setup(cfg, dist: DistInfo, preset: Optional[dict] = None) -> Run:
     loss, optimizer, scheduler, optim = optimization(cfg, dist, model, repa, plan.total_steps)
     owners = [model] + ([repa] if repa is not None else [])
     sampler = ResumableSampler(len(dataset), t.batch_size_per_gpu, dist.rank, dist.world_size, t.seed)
+    lock = None
     if dist.is_main:  # model + AdamW's two moments (+ REPA's projectors): fail now, not at the first save
         check_room(t.checkpoint_dir, checkpoint_bytes(owners))
+        lock = RunLock(t.checkpoint_dir).acquire()  # one run per folder: before anything in it is touched
     log = TrainLog(t.checkpoint_dir, t, to_dict(cfg), enabled=dist.is_main)
     if t.backup_code and dist.is_main:
         backup_code(t.checkpoint_dir)
-    run = Run(cfg, dist, model, None, repa, loss, optimizer, scheduler, optim, dataset, sampler, log, plan)
+    run = Run(cfg, dist, model, None, repa, loss, optimizer, scheduler, optim, dataset, sampler, log, plan, lock=lock)
     note = init_or_resume_note(t) if dist.is_main else None
     if note:
         print(note)
@@ -328,6 +331,8 @@ def train(cfg, dist: DistInfo, preset: Optional[dict] = None, max_steps: Optiona
             signal.signal(s, handler)
         bar.close()
         run.log.close()
+        if run.lock is not None:
+            run.lock.release()
     return {**last, "step": run.step, "counts": dict(run.optim.counts)}
 
 
