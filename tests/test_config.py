@@ -168,3 +168,23 @@ def test_readme_key_table_is_complete():
         expected = "reference-only" if key in REFERENCE_ONLY else "rejected" if key in REJECTED else kind
         assert kind == expected, f"{key}: the README says {kind}, the code {expected}"
         assert (kind in ("read", "ours")) == (key not in REFERENCE_ONLY and key not in REJECTED)
+
+
+def test_empty_or_duplicated_yaml_is_an_error_naming_the_file_and_key(tmp_path):
+    from configs.schema import load_config
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match=f"{empty}: the file is empty"):
+        load_config(empty)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("training:\n  lr: 0.001\nmodel:\n  class_name: efficient_lvsm\ntraining:\n  lr: 0.002\n")
+    with pytest.raises(ConfigError, match=f"{twice}: key 'training' is given twice .*lines 1 and 5"):
+        load_config(twice)
+    inner = tmp_path / "inner.yaml"
+    inner.write_text("training:\n  lr: 0.001\n  lr: 0.002\n")
+    with pytest.raises(ConfigError, match="key 'lr' is given twice"):
+        load_config(inner)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="not a mapping"):
+        load_config(listed)

@@ -141,15 +141,38 @@ def build_config(schema: type, data: Optional[dict], overrides: Sequence[str] = 
     return cfg
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"key '{key}' is given twice in one mapping (lines {seen[key] + 1} and "
+                                  f"{key_node.start_mark.line + 1}): the first would be dropped; merge them")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict:
-    """The mapping a YAML file holds; errors name the file."""
+    """The mapping a YAML file holds; errors name the file: not YAML, a key given twice, empty or not a
+    mapping (an empty file would train the schema's defaults without a word)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        return yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty (no model or training settings); a config starts from a "
+                          "preset in configs/, e.g. configs/efficient_lvsm_256.yaml")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: holds a YAML {type(data).__name__}, not a mapping of sections (model:, training:)")
+    return data
 
 
 def to_dict(cfg: DictConfig) -> dict:
