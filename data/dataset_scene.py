@@ -15,6 +15,7 @@ produce it, so the trainer can count and log them (a DataLoader worker's counter
 
 import json
 import random
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -138,9 +139,15 @@ class SceneDataset(torch.utils.data.Dataset):
         or whose index entry is malformed is left out and named in `index_problems` as (key, reason)."""
         if not path.is_file():
             raise FileNotFoundError(f"evaluation index not found: {path}")
+        twice: list[str] = []
+
+        def no_repeats(pairs):  # json keeps the last of a repeated key without a word: note it
+            keys = [k for k, _ in pairs]
+            twice.extend(k for k in dict.fromkeys(keys) if keys.count(k) > 1)
+            return dict(pairs)
         try:
             with open(path, encoding="utf-8") as f:
-                index = json.load(f)
+                index = json.load(f, object_pairs_hook=no_repeats)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"evaluation index {path}: not JSON ({err})") from None
         if not isinstance(index, dict):
@@ -155,9 +162,21 @@ class SceneDataset(torch.utils.data.Dataset):
         named = {k for k, v in index.items() if v is not None}
         for key in sorted(named & set(on_disk)):
             reason = index_entry_problem(index[key])
+            if twice and key in twice:
+                reason = "the index lists this scene more than once (which entry holds is ambiguous)"
             if reason:
                 problems.append((key, f"{path}: {reason}"))
         bad = {k for k, _ in problems}
+        scored = [index[k] for k in (named & set(on_disk)) - bad]
+        extra = sum(len(e["target"]) > self.num_target_views for e in scored)
+        overlap = sum(bool(set(e["target"][:self.num_target_views]) & set(spread_context(e["context"], self.num_input_views)))
+                      for e in scored)
+        if extra:
+            warnings.warn(f"evaluation index {path}: {extra} scene(s) list more targets than num_target_views="
+                          f"{self.num_target_views}; the first {self.num_target_views} of each are scored")
+        if overlap:
+            warnings.warn(f"evaluation index {path}: in {overlap} scene(s) a target frame is also an input frame "
+                          f"(with num_input_views={self.num_input_views}); those targets are not novel views")
         self.index = index
         self.index_problems = problems
         self.scene_paths = [on_disk[k] for k in sorted((named & set(on_disk)) - bad)]
@@ -169,6 +188,9 @@ class SceneDataset(torch.utils.data.Dataset):
             "not_in_index": len(set(by_stem) - set(index)),
             "duplicate_scene_key": sum(len(ps) > 1 for ps in by_stem.values()),
             "malformed_in_index": len(problems) - sum(len(ps) > 1 for ps in by_stem.values()),
+            "listed_twice_in_index": len(twice),
+            "more_targets_than_scored": extra,
+            "targets_among_inputs": overlap,
         }
 
     def set_epoch(self, epoch: int) -> None:

@@ -250,3 +250,25 @@ def test_gallery_renders_in_headless_chromium(tmp_path):
     body = dom.split('<tbody id="rows">', 1)[1].split("</tbody>", 1)[0]
     assert body.count("<tr>") == len(rows)
     assert "&lt;!--&lt;script&gt;x&lt;/script&gt;" in body and "plain" in body
+
+
+def test_index_oddities_are_reported(setup, tmp_path):
+    """A scene listed twice is left out and named; more targets than scored, and targets that are also
+    inputs, are counted and warned about."""
+    index = _index(setup)
+    keys = [k for k, v in index.items() if v is not None]
+    text = json.dumps(index)[:-1] + f', "{keys[0]}": {json.dumps(index[keys[0]])}' + "}"  # keys[0] twice
+    first = index[keys[1]]
+    index[keys[1]] = {"context": first["context"], "target": first["target"] + [first["context"][0] + 1] * 4}
+    index[keys[2]] = {"context": index[keys[2]]["context"], "target": list(index[keys[2]]["context"])}
+    path = tmp_path / "index.json"
+    path.write_text(text.replace(json.dumps(_index(setup)[keys[1]]), json.dumps(index[keys[1]]), 1)
+                    .replace(json.dumps(_index(setup)[keys[2]]), json.dumps(index[keys[2]]), 1))
+    with pytest.warns(UserWarning) as record:
+        summary = main(args(setup, tmp_path / "out", index=path))
+    messages = " ".join(str(w.message) for w in record)
+    assert "list more targets than num_target_views" in messages and "also an input frame" in messages
+    counts = summary["counts"]
+    assert counts["listed_twice_in_index"] == 1 and counts["more_targets_than_scored"] == 1
+    assert counts["targets_among_inputs"] == 1
+    assert "more than once" in {f["scene"]: f["reason"] for f in summary["failed"]}[keys[0]]

@@ -59,7 +59,8 @@ def test_evaluation_writes_every_output(setup, tmp_path, capsys):
     assert resolved["training"]["num_target_views"] == 3 and resolved["inference"]["render_video"] is True
     assert resolved["inference_out_dir"] == str(tmp_path)
     assert summary["counts"] == {"evaluated": 3, "skipped_by_index": 1, "missing_on_disk": 1, "not_in_index": 0,
-                                 "duplicate_scene_key": 0, "malformed_in_index": 0, "failed_to_load": 1}
+                                 "duplicate_scene_key": 0, "malformed_in_index": 0, "failed_to_load": 1,
+                                 "listed_twice_in_index": 0, "more_targets_than_scored": 0, "targets_among_inputs": 0}
     assert summary["missing_on_disk"] == ["not_on_disk"] and summary["failed"][0]["scene"] == "rooms_00002"
     assert "junk" not in summary["failed"][0]["reason"] and ".png" in summary["failed"][0]["reason"]
     assert summary["scenes"] == 2 and summary["images"] == 6 and summary["checkpoint_step"] == 7
