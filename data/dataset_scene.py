@@ -229,6 +229,11 @@ class SceneDataset(torch.utils.data.Dataset):
             img, k = self.load_view(path, frames[i]["fxfycxcy"])
             images.append(img)
             intrinsics.append(k)
+        sizes = {tuple(img.shape[-2:]) for img in images}
+        if len(sizes) > 1:  # one size per sample: say which scene, not torch.stack's "equal size"
+            by_frame = {i: tuple(img.shape[-2:]) for i, img in zip(frame_ids, images)}
+            raise ValueError(f"{scene_path}: its frames prepare to different sizes (frame: h x w) {by_frame}; "
+                             "a scene's frames must share one aspect ratio")
         w2c = torch.tensor([frames[i]["w2c"] for i in frame_ids], dtype=torch.float64)  # [v, 4, 4]
         check_poses(w2c, name=f"{scene_path}: w2c of frames {frame_ids}")  # finite and rigid
         c2w = normalize_scene_poses(invert_pose(w2c), self.scene_scale_factor).float()  # [v, 4, 4]

@@ -139,3 +139,28 @@ def test_frame_cache_gives_the_same_samples_and_reads_each_frame_once(dataset_di
                 assert torch.equal(a[key], b[key]), key
     assert len(reads) == len(set(reads)) == len(cached.frame_cache)  # each frame decoded once
     assert len(reads) < 4 * 2 * 4  # 32 frames were asked for; some came from the cache
+
+
+def test_a_scene_with_frames_of_different_sizes_is_named_skipped_and_counted(tmp_path):
+    """Its frames would not stack: the error names the scene and the sizes, and training replaces it."""
+    import warnings as _warnings
+
+    from PIL import Image
+
+    from data import synthetic
+    from data.dataset_scene import SceneDataset
+    synthetic.generate(tmp_path, "rooms", 2, 0, frames=10, size=32, seed=0)
+    odd = tmp_path / "train" / "images" / "rooms_00001"
+    first = sorted(odd.glob("*.png"))[0]
+    Image.open(first).resize((64, 32)).save(first)  # one frame twice as wide
+    ds = SceneDataset(tmp_path / "train" / "full_list.txt", image_size=32, patch_size=8, num_views=4,
+                      num_input_views=2, num_target_views=2, min_frame_dist=3, max_frame_dist=8, square_crop=False)
+    path = ds.scene_paths[1]
+    with pytest.raises(ValueError, match=f"{path}: its frames prepare to different sizes"):
+        ds.load(path, ds.read_scene(path), [0, 1, 2, 3], 1)
+    ds.select_frames = lambda num_frames, rng: [0, 1, 2, 3]  # the odd frame is in every draw
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        sample = ds[1]
+    assert sample["skipped"] and sample["skipped"][0][0] == "rooms_00001" and sample["scene_name"] == "rooms_00000"
+    assert any("rooms_00001" in str(w.message) for w in caught)
