@@ -72,7 +72,12 @@ def resolve_checkpoint(name_or_path: str | Path) -> tuple[Path, Optional[Path]]:
     text = str(name_or_path)
     path = Path(text)
     if path.exists() or text not in RELEASED:
-        if not path.exists() and path.suffix != ".pt" and "/" not in text:
+        if not path.exists() and path.suffix == ".pt" and path.stem in RELEASED:
+            raise ReleasedCheckpointError(f"checkpoint file {text!r} not found; the released checkpoint of that name "
+                                          f"is {path.stem!r} (no .pt): --checkpoint {path.stem}")
+        if not path.exists() and (path.suffix == ".pt" or "/" in text):
+            raise ReleasedCheckpointError(f"checkpoint file not found: {text}")
+        if not path.exists():
             raise ReleasedCheckpointError(f"checkpoint {text!r} is neither a file nor a released name{suggest(text, RELEASED)}; "
                                           f"released: {', '.join(RELEASED)}")
         return path, None

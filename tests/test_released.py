@@ -72,7 +72,10 @@ def test_unknown_names_and_paths():
         resolve_checkpoint("efficient_lvsm_res265")
     path, config = resolve_checkpoint(ROOT / "tests" / "data" / "efficient_lvsm_sample0.pt")
     assert config is None and path.is_file()
-    assert resolve_checkpoint("missing/ckpt.pt") == (Path("missing/ckpt.pt"), None)  # the loader names it
+    with pytest.raises(ReleasedCheckpointError, match="checkpoint file not found: missing/ckpt.pt"):
+        resolve_checkpoint("missing/ckpt.pt")
+    with pytest.raises(ReleasedCheckpointError, match="is 'efficient_lvsm_res256' \\(no .pt\\)"):
+        resolve_checkpoint("efficient_lvsm_res256.pt")  # not "--config is required" later
 
 
 def test_inference_by_name_uses_the_cached_file_and_preset(tmp_path):
