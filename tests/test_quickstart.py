@@ -13,7 +13,8 @@ def test_quickstart_tiny(tmp_path, capsys):
                     "training.checkpoint_every=2", "--showcase_scenes", "2"])
     assert summary["images"] == 6 and summary["scenes"] == 2 and summary["step"] == 2
     assert summary["counts"] == {"evaluated": 2, "skipped_by_index": 0, "missing_on_disk": 0, "not_in_index": 0,
-                                 "duplicate_scene_key": 0, "malformed_in_index": 0}
+                                 "duplicate_scene_key": 0, "malformed_in_index": 0, "listed_twice_in_index": 0,
+                                 "more_targets_than_scored": 0, "targets_among_inputs": 0}
     results = tmp_path / "results"
     rows = list(csv.DictReader(open(results / "per_image.csv")))
     assert len(rows) == 6 and {"psnr", "psnr_nearest_view", "psnr_mean_image"} <= set(rows[0])
