@@ -96,8 +96,7 @@ class StreamingScene:
             raise ValueError(f"{type(model).__name__} has no per-view cache to stream into (Efficient-LVSM only)")
         self.model, self.budget = model, budget
         self.cache: Optional[SceneCache] = None
-        self.cameras: dict[int, torch.Tensor] = {}  # held view id -> c2w [4, 4] (float64, CPU)
-        self.held_c2w = torch.zeros(0, 4, 4, dtype=torch.float64)  # the same, stacked in cache order
+        self.held_c2w = torch.zeros(0, 4, 4, dtype=torch.float64)  # held views' c2w in cache order (CPU)
         self.intrinsics: dict[int, torch.Tensor] = {}  # held view id -> fxfycxcy [4]
         self.arrived = 0  # views added so far
         self.evicted: list[int] = []  # ids, in eviction order
@@ -127,8 +126,7 @@ class StreamingScene:
             view_id = self.cache.view_ids[0]
         else:
             view_id = self.cache.append(new.keys, new.values, new.image_size)[0]
-        self.cameras[view_id] = c2w.detach().double().cpu()
-        self.held_c2w = torch.cat([self.held_c2w, self.cameras[view_id][None]])
+        self.held_c2w = torch.cat([self.held_c2w, c2w.detach().double().cpu()[None]])
         self.intrinsics[view_id] = fxfycxcy.detach().cpu()
         self.attention[view_id] = 0.0
         self.arrived += 1
@@ -136,7 +134,7 @@ class StreamingScene:
         b = self.budget
         if b.policy == "attention" and self.cache.num_views > b.max_views:
             probes = self.cache.view_ids[-b.probe_views:]
-            self._attend(self.cache, torch.stack([self.cameras[i] for i in probes]).float(),
+            self._attend(self.cache, self.held_c2w[-b.probe_views:].float(),
                          torch.stack([self.intrinsics[i] for i in probes]))
         while b.max_views is not None and self.cache.num_views > b.max_views:
             victim = self._victim()
@@ -151,7 +149,7 @@ class StreamingScene:
         pos = self.cache._position(view_id)
         self.held_c2w = torch.cat([self.held_c2w[:pos], self.held_c2w[pos + 1:]])
         self.cache.remove(view_id)
-        del self.cameras[view_id], self.intrinsics[view_id], self.attention[view_id]
+        del self.intrinsics[view_id], self.attention[view_id]
 
     def _victim(self) -> int:
         ids, b = self.cache.view_ids, self.budget
